@@ -1,0 +1,175 @@
+"""Storage helpers shared by every on-disk artefact (graph directories, runs, indexes).
+
+All paths go through :mod:`pyarrow.fs`, so a local path, ``file://`` URI or ``s3://bucket/key``
+works wherever a path is accepted (a cluster reads the graph from shared storage). Directories
+are written atomically: everything goes into a sibling temp directory that is renamed into place
+only when complete, so a crash never leaves a half-written artefact under the final name.
+
+``.npy`` files can be read whole or by row range (header parsed, then one ranged read), so a
+graph shard loads only its own CSR rows even from object storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 8 << 20
+
+
+def resolve(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """Return ``(filesystem, path_within_it)`` for a local path or a URI (``s3://``...)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), os.path.abspath(text)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temp directory path; on success it replaces ``path``, on error it is removed.
+
+    Args:
+        path: final directory (local or URI).
+        overwrite: replace an existing directory. Without it an existing target is an error.
+
+    Yields:
+        The temp directory path (same filesystem as ``path``) to write into.
+    """
+    fs, final = resolve(path)
+    if exists(fs, final) and not overwrite:
+        raise FileExistsError(
+            f"{final!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it "
+            "or choose another directory."
+        )
+    parent = final.rstrip("/").rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{final.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    fs.create_dir(tmp, recursive=True)
+    try:
+        yield tmp
+    except BaseException:
+        fs.delete_dir(tmp)
+        raise
+    old = None
+    if exists(fs, final):
+        old = f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
+        fs.move(final, old)
+    fs.move(tmp, final)
+    if old is not None:
+        fs.delete_dir(old)
+
+
+class _HashingWriter:
+    """File-like wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.stream.write(data)
+        self.sha.update(data)
+        self.nbytes += len(data)
+        return len(data)
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> dict:
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def write_npy(fs: pafs.FileSystem, path: str, array: np.ndarray) -> dict:
+    """Write ``array`` as ``.npy``; return ``{"sha256", "bytes", "dtype", "shape"}``."""
+    array = np.ascontiguousarray(array)
+    with fs.open_output_stream(path) as out:
+        writer = _HashingWriter(out)
+        np.lib.format.write_array(writer, array, allow_pickle=False)
+    return {
+        "sha256": writer.sha.hexdigest(),
+        "bytes": writer.nbytes,
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+    }
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if fortran:
+        raise ValueError("Fortran-ordered .npy files are not supported")
+    return shape, dtype, f.tell()
+
+
+def read_npy(fs: pafs.FileSystem, path: str, *, mmap: bool = True) -> np.ndarray:
+    """Read a whole ``.npy`` file (memory-mapped when local and ``mmap``)."""
+    if mmap and isinstance(fs, pafs.LocalFileSystem):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    with fs.open_input_file(path) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def read_npy_rows(fs: pafs.FileSystem, path: str, start: int, stop: int) -> np.ndarray:
+    """Read rows ``[start, stop)`` of a C-ordered ``.npy`` file with one ranged read."""
+    with fs.open_input_file(path) as f:
+        shape, dtype, offset = _read_header(f)
+        if not 0 <= start <= stop <= shape[0]:
+            raise ValueError(f"{path}: rows [{start}, {stop}) outside [0, {shape[0]})")
+        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        f.seek(offset + start * row)
+        buf = f.read((stop - start) * row)
+    return np.frombuffer(buf, dtype=dtype).reshape((stop - start, *shape[1:])).copy()
+
+
+def sha256_of(fs: pafs.FileSystem, path: str) -> str:
+    sha = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> dict:
+    data = json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode()
+    return write_bytes(fs, path, data)
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> Any:
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,228 @@
+"""The graph directory: the on-disk contract between ``prepare`` and everything downstream.
+
+A graph directory holds the item-group bipartite graph (the paper's pins and boards) with
+contiguous ids, as CSR in both directions, plus optional item features, labels and metadata::
+
+    manifest.json          format version, counts, dtypes, per-file sha256, degree stats, report
+    item_ids.parquet       column ``id``: original item id of contiguous id i (row i)
+    group_ids.parquet      the same for groups
+    item_indptr.npy        int64 (num_items + 1,)  item -> groups CSR
+    item_indices.npy       int64 (num_edges,)      group ids, sorted within a row
+    item_weights.npy       float32 (num_edges,)    edge weights (> 0; duplicates summed)
+    group_indptr.npy       int64 (num_groups + 1,) group -> items CSR
+    group_indices.npy      int64 (num_edges,)      item ids, by (timestamp, input order) if timed
+    group_weights.npy      float32 (num_edges,)
+    group_times.npy        int64 (num_edges,)      only when the input had timestamps
+    item_features.npy      float32 (num_items, F)  only with features
+    item_labels.npy        int64 (num_items,)      only with labels (e.g. planted communities)
+    item_metadata.parquet  ``item`` + display columns, only with metadata
+
+:class:`GraphStore` opens one (local path or ``s3://`` URI) and hands out whole arrays
+(memory-mapped when local) or row slices (one ranged read each), so a shard actor can load only
+its own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pinsage_ray import _io
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "pinsage-ray-graph"
+FORMAT_VERSION = 1
+DIRECTIONS = ("item", "group")
+
+
+class GraphFormatError(ValueError):
+    """A graph directory is missing, incomplete, corrupted or of an unknown version."""
+
+
+@dataclass(frozen=True)
+class CSRSlice:
+    """Rows ``[lo, hi)`` of one CSR direction, with ``indptr`` rebased to start at 0.
+
+    Attributes:
+        lo, hi: global id range of the rows (items or groups).
+        indptr: int64 (hi - lo + 1,).
+        indices: int64 (nnz,) global ids of the other side.
+        weights: float32 (nnz,).
+    """
+
+    lo: int
+    hi: int
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def nbytes(self) -> int:
+        return self.indptr.nbytes + self.indices.nbytes + self.weights.nbytes
+
+
+class GraphStore:
+    """Read access to a graph directory written by :func:`pinsage_ray.prepare`.
+
+    Args:
+        path: local directory or URI (``s3://bucket/graph``).
+        verify: recompute every file's sha256 against the manifest (reads every byte).
+
+    Raises:
+        GraphFormatError: missing manifest, unknown format version, missing file, size or
+            checksum mismatch.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False) -> None:
+        self.uri = os.fspath(path)
+        self.fs, self.path = _io.resolve(path)
+        manifest_path = _io.join(self.path, "manifest.json")
+        if not _io.exists(self.fs, manifest_path):
+            raise GraphFormatError(
+                f"{self.uri!r} is not a graph directory (no manifest.json). Create one with "
+                "`pinsage-ray prepare INPUT GRAPH_DIR` or pinsage_ray.prepare()."
+            )
+        self.manifest: dict = _io.read_json(self.fs, manifest_path)
+        if self.manifest.get("format") != FORMAT_NAME:
+            raise GraphFormatError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise GraphFormatError(
+                f"{manifest_path}: format_version {self.manifest.get('format_version')!r} "
+                f"but this pinsage-ray reads version {FORMAT_VERSION}; re-run prepare."
+            )
+        self._check_files(verify)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> GraphStore:
+        return cls(path, verify=verify)
+
+    def _check_files(self, verify: bool) -> None:
+        for name, meta in self.manifest["files"].items():
+            full = _io.join(self.path, name)
+            info = self.fs.get_file_info(full)
+            if info.type == _io.pafs.FileType.NotFound:
+                raise GraphFormatError(f"{self.uri}: file {name!r} listed in manifest is missing")
+            if info.size != meta["bytes"]:
+                raise GraphFormatError(
+                    f"{self.uri}: {name!r} has {info.size} bytes, manifest says {meta['bytes']}"
+                    " (truncated or replaced); re-run prepare."
+                )
+            if verify and _io.sha256_of(self.fs, full) != meta["sha256"]:
+                raise GraphFormatError(f"{self.uri}: sha256 mismatch for {name!r} (corrupted)")
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_items(self) -> int:
+        return int(self.manifest["num_items"])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.manifest["num_groups"])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.manifest["num_edges"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.manifest.get("feature_dim", 0))
+
+    @property
+    def has_timestamps(self) -> bool:
+        return bool(self.manifest.get("has_timestamps", False))
+
+    @property
+    def weighted(self) -> bool:
+        """True when some edge weight differs from 1 (weighted walks then differ from uniform)."""
+        return bool(self.manifest.get("weighted", False))
+
+    def has(self, name: str) -> bool:
+        return name in self.manifest["files"]
+
+    # ------------------------------------------------------------------ arrays
+    def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
+        """A whole ``.npy`` array, e.g. ``store.array("item_indptr")``."""
+        file = f"{name}.npy"
+        if file not in self.manifest["files"]:
+            raise KeyError(f"{self.uri}: no array {name!r}; has {sorted(self.manifest['files'])}")
+        return _io.read_npy(self.fs, _io.join(self.path, file), mmap=mmap)
+
+    def rows(self, direction: str, lo: int, hi: int) -> CSRSlice:
+        """CSR rows ``[lo, hi)`` of ``direction`` ('item': item->groups, 'group': group->items)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction={direction!r}; expected one of {DIRECTIONS}")
+        n = self.num_items if direction == "item" else self.num_groups
+        if not 0 <= lo <= hi <= n:
+            raise ValueError(f"rows [{lo}, {hi}) outside [0, {n}) for direction {direction!r}")
+        base = self.path
+        indptr = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_indptr.npy"), lo, hi + 1)
+        start, stop = int(indptr[0]), int(indptr[-1])
+        indices = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_indices.npy"), start, stop)
+        weights = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_weights.npy"), start, stop)
+        return CSRSlice(lo, hi, indptr - start, indices, weights)
+
+    def degrees(self, direction: str = "item") -> np.ndarray:
+        return np.diff(np.asarray(self.array(f"{direction}_indptr")))
+
+    def features(self) -> np.ndarray | None:
+        return self.array("item_features") if self.has("item_features.npy") else None
+
+    def labels(self) -> np.ndarray | None:
+        return self.array("item_labels") if self.has("item_labels.npy") else None
+
+    # ------------------------------------------------------------------ ids
+    def _ids(self, side: str) -> pa.Array:
+        table = pq.read_table(_io.join(self.path, f"{side}_ids.parquet"), filesystem=self.fs)
+        return table.column("id").combine_chunks()
+
+    @cached_property
+    def item_ids(self) -> pa.Array:
+        """Original item ids; ``item_ids[i]`` is the original id of contiguous item ``i``."""
+        return self._ids("item")
+
+    @cached_property
+    def group_ids(self) -> pa.Array:
+        return self._ids("group")
+
+    def item_index(self, original: object, *, argument: str = "items") -> np.ndarray:
+        """Contiguous ids of original item ids (a scalar or a sequence).
+
+        Raises:
+            KeyError: naming the first unknown id.
+        """
+        values = pa.array(original if isinstance(original, (list, tuple, np.ndarray, pa.Array))
+                          else [original])
+        if values.type != self.item_ids.type:
+            try:
+                values = values.cast(self.item_ids.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise KeyError(
+                    f"{argument}: ids of type {values.type} cannot match this graph's item ids "
+                    f"of type {self.item_ids.type}"
+                ) from err
+        idx = pc.index_in(values, value_set=self.item_ids)
+        if idx.null_count:
+            bad = values[pc.index(pc.is_null(idx), True).as_py()].as_py()
+            raise KeyError(f"{argument}: item id {bad!r} is not in graph {self.uri!r}")
+        return idx.to_numpy().astype(np.int64)
+
+    def metadata(self) -> pa.Table | None:
+        if "item_metadata.parquet" not in self.manifest["files"]:
+            return None
+        return pq.read_table(_io.join(self.path, "item_metadata.parquet"), filesystem=self.fs)
+
+    def __repr__(self) -> str:
+        return (f"GraphStore({self.uri!r}, items={self.num_items}, groups={self.num_groups}, "
+                f"edges={self.num_edges}, feature_dim={self.feature_dim})")

@@ -1,0 +1,217 @@
+"""One shard of the graph and the vectorised walk step (plain Python, no Ray).
+
+A walk step (paper section 3.1, after Pixie) goes item -> group -> item, so one step is two
+hops: the *item hop* runs on the shard owning the walker's item and picks one of its groups;
+the *group hop* runs on the shard owning that group, picks one of its items, records it in the
+walker's path and, with probability ``restart_prob``, sends the walker back to its seed for the
+next step. Each hop advances a whole batch of walkers with a handful of numpy operations
+(gathers from the CSR arrays), never a Python loop per walker.
+
+Every random draw comes from :mod:`pinsage_ray.sampling.rng` keyed by (seed, walker id, step,
+hop), so a walker's trajectory is the same whichever shard advances it: 1, 2 or 4 shards and
+the in-process walker return identical walks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from pinsage_ray.graph.partition import PartitionBook
+from pinsage_ray.graph.store import CSRSlice, GraphFormatError, GraphStore
+from pinsage_ray.sampling import rng
+
+logger = logging.getLogger(__name__)
+
+ITEM_HOP, GROUP_HOP = 0, 1  # rng stream ids
+
+
+@dataclass(frozen=True)
+class WalkSpec:
+    """Parameters of one walk request.
+
+    Attributes:
+        num_walks: walks started from each seed item.
+        walk_length: steps per walk; each step is item -> group -> item and records one item.
+        restart_prob: probability of jumping back to the seed after each step.
+        seed: random seed; with the same seed a request returns identical results.
+        weighted: pick edges proportionally to their weight (else uniformly).
+    """
+
+    num_walks: int
+    walk_length: int
+    restart_prob: float = 0.0
+    seed: int = 0
+    weighted: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_walks", "walk_length"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}={v!r}; expected an integer >= 1")
+        if not 0.0 <= float(self.restart_prob) < 1.0:
+            raise ValueError(f"restart_prob={self.restart_prob!r}; expected a float in [0, 1)")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed={self.seed!r}; expected an integer")
+
+
+@dataclass
+class Walkers:
+    """A batch of walkers in flight (struct of arrays; all int64).
+
+    Attributes:
+        walker: (n,) global walker id = query position * num_walks + walk index.
+        seed: (n,) seed item of each walker (global item id).
+        node: (n,) current node: a global item id before an item hop, a group id after it.
+        path: (n, walk_length) items visited at each step; -1 for steps not yet taken.
+    """
+
+    walker: np.ndarray
+    seed: np.ndarray
+    node: np.ndarray
+    path: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.walker)
+
+    def take(self, idx: np.ndarray) -> Walkers:
+        return Walkers(self.walker[idx], self.seed[idx], self.node[idx], self.path[idx])
+
+    @staticmethod
+    def start(positions: np.ndarray, seeds: np.ndarray, spec: WalkSpec) -> Walkers:
+        """Walkers for queries at ``positions`` (request order) seeded at ``seeds``."""
+        w = spec.num_walks
+        walker = (np.asarray(positions, np.int64)[:, None] * w + np.arange(w)).ravel()
+        seed = np.repeat(np.asarray(seeds, np.int64), w)
+        path = np.full((len(walker), spec.walk_length), -1, dtype=np.int64)
+        return Walkers(walker, seed, seed.copy(), path)
+
+    @staticmethod
+    def concat(parts: list[Walkers | None]) -> Walkers | None:
+        parts = [p for p in parts if p is not None and len(p)]
+        if not parts:
+            return None
+        if len(parts) == 1:
+            p = parts[0]
+            # Batches arriving through the object store are read-only views.
+            return p if p.path.flags.writeable else Walkers(p.walker, p.seed, p.node,
+                                                            p.path.copy())
+        return Walkers(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("walker", "seed", "node", "path")))
+
+    def split(self, dest: np.ndarray, num_shards: int) -> list[Walkers | None]:
+        """Partition by destination shard (a list of length ``num_shards``)."""
+        if num_shards == 1:
+            return [self]
+        order = np.argsort(dest, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=num_shards))])
+        return [self.take(order[bounds[s]:bounds[s + 1]]) if bounds[s + 1] > bounds[s] else None
+                for s in range(num_shards)]
+
+
+class _Rows:
+    """CSR rows of one side with what a hop needs precomputed.
+
+    Weighted choice uses integer prefix sums ``cum`` of weights quantised per row to 24 bits
+    (``max(1, round(w / row_max * 2**24))``): integer sums are exact whatever row a shard
+    starts at, so the same walker picks the same edge under any sharding (float prefix sums
+    would round differently at different offsets). A guide table (Chen and Asau's indexed
+    search) makes a draw O(1) expected: ``guide[s + k]`` is the edge holding the point
+    ``k / deg`` of row ``[s, e)``'s weight, and a draw at ``u`` starts from
+    ``guide[s + floor(u * deg)]`` and steps forward (about one edge on average).
+    """
+
+    _SCALE = float(1 << 24)
+
+    def __init__(self, csr: CSRSlice, side: str, weighted: bool) -> None:
+        deg = np.diff(csr.indptr)
+        if csr.num_rows and deg.min() == 0:
+            raise GraphFormatError(f"{side} {csr.lo + int(np.argmin(deg))} has no edges; "
+                                   "graph directories from prepare() never do: re-run prepare")
+        self.lo = csr.lo
+        self.indptr = csr.indptr
+        self.indices = csr.indices
+        self.cum: np.ndarray | None = None
+        self.guide: np.ndarray | None = None
+        if weighted and csr.num_rows:
+            row_max = np.maximum.reduceat(csr.weights, csr.indptr[:-1]).astype(np.float64)
+            rel = csr.weights / np.repeat(row_max, deg)
+            q = np.maximum(1, np.rint(rel * self._SCALE)).astype(np.int64)
+            self.cum = np.concatenate([[0], np.cumsum(q)])
+            self.guide = self._guide_table(deg)
+
+    def _guide_table(self, deg: np.ndarray) -> np.ndarray:
+        s = np.repeat(self.indptr[:-1], deg)
+        a, b, d = self.cum[s], self.cum[s + np.repeat(deg, deg)], np.repeat(deg, deg)
+        k = np.arange(len(s)) - s
+        # A lower bound of the row-relative point k * (b - a) / d (float error < 1 unit).
+        t = a + np.maximum(np.floor(k * ((b - a) / d)).astype(np.int64) - 1, 0)
+        return np.searchsorted(self.cum, t, side="right") - 1  # sorted queries: one pass
+
+    def choose(self, nodes: np.ndarray, u: np.ndarray, weighted: bool) -> np.ndarray:
+        """One neighbour per node (global ids in, global ids of the other side out)."""
+        local = nodes - self.lo
+        s = self.indptr[local]
+        e = self.indptr[local + 1]
+        if self.cum is None or not weighted:
+            return self.indices[s + (u * (e - s)).astype(np.int64)]
+        a = self.cum[s]
+        target = a + (u * (self.cum[e] - a)).astype(np.int64)
+        idx = self.guide[s + (u * (e - s)).astype(np.int64)]
+        # Step forward to the edge with cum[j] <= target < cum[j + 1].
+        todo = np.flatnonzero(self.cum[idx + 1] <= target)
+        while len(todo):
+            idx[todo] += 1
+            todo = todo[self.cum[idx[todo] + 1] <= target[todo]]
+        return self.indices[idx]
+
+
+class GraphShard:
+    """The CSR rows of one shard's items and groups, and the two walk hops over them.
+
+    Plain class: the Ray actor in :mod:`pinsage_ray.sampling.service` wraps it, and the
+    in-process walker uses one shard that owns the whole graph. The constructor loads its rows
+    from the graph directory, so a restarted actor reloads itself.
+
+    Args:
+        graph_dir: graph directory (local path or URI).
+        book: partition book; ``None`` means a single shard owning everything.
+        shard_id: which shard of ``book`` this is.
+    """
+
+    def __init__(self, graph_dir: str | os.PathLike, book: PartitionBook | None = None,
+                 shard_id: int = 0) -> None:
+        store = GraphStore(graph_dir)
+        if book is None:
+            book = PartitionBook(np.array([0, store.num_items]), np.array([0, store.num_groups]))
+        if not 0 <= shard_id < book.num_shards:
+            raise ValueError(f"shard_id={shard_id}; expected 0 <= shard_id < {book.num_shards}")
+        self.book = book
+        self.shard_id = shard_id
+        self.num_items = store.num_items
+        weighted = store.weighted
+        self.items = _Rows(store.rows("item", *book.range("item", shard_id)), "item", weighted)
+        self.groups = _Rows(store.rows("group", *book.range("group", shard_id)), "group",
+                            weighted)
+        logger.debug("shard %d/%d loaded items %s groups %s", shard_id, book.num_shards,
+                     book.range("item", shard_id), book.range("group", shard_id))
+
+    def item_hop(self, w: Walkers, spec: WalkSpec, step: int) -> Walkers:
+        """Walkers on this shard's items move to one of the item's groups."""
+        u = rng.uniforms(spec.seed, w.walker, step, ITEM_HOP)
+        w.node = self.items.choose(w.node, u, spec.weighted)
+        return w
+
+    def group_hop(self, w: Walkers, spec: WalkSpec, step: int) -> Walkers:
+        """Walkers on this shard's groups move to an item, record it, maybe restart."""
+        u, v = rng.two_uniforms(spec.seed, w.walker, step, GROUP_HOP)
+        item = self.groups.choose(w.node, u, spec.weighted)
+        w.path[:, step] = item
+        if spec.restart_prob > 0.0:
+            w.node = np.where(v < spec.restart_prob, w.seed, item)
+        else:
+            w.node = item
+        return w
