@@ -1,0 +1,251 @@
+"""The PinSage encoder: input projection, K stacked CONVOLVE layers and the output MLP.
+
+Implements the forward pass of paper section 3.1-3.2 (Ying et al., KDD 2018, arXiv
+1806.01973): Algorithm 2 (MINIBATCH) applies K :class:`~pinsage_ray.model.layers.PinSageConv`
+layers, each with its own parameters, over a sampled K-hop computation graph and then the
+final dense layers ``z_u = G2 ReLU(G1 h_u^(K) + g)``; the embedding is L2-normalised.
+
+The encoder only produces embeddings. The max-margin loss lives in
+:mod:`pinsage_ray.model.loss`, scoring and retrieval elsewhere. The public layer-wise
+methods (:meth:`PinSageEncoder.input_layer`, :meth:`PinSageEncoder.conv_layer`,
+:meth:`PinSageEncoder.output_layer`) let inference compute one layer for all items at a time
+(paper section 3.4, avoiding the repeated computation of overlapping neighbourhoods) with the
+very same parameters and code as :meth:`PinSageEncoder.forward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pinsage_ray.model.batch import Block, EncoderInput
+from pinsage_ray.model.layers import POOLING_MODES, InputProjection, PinSageConv
+
+__all__ = ["ModelConfig", "PinSageEncoder", "Block", "EncoderInput"]
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"ModelConfig.{name} = {value!r}; expected an int >= {minimum}. {fix}")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`PinSageEncoder`.
+
+    Attributes:
+        num_items: size of the item id space (ids are ``0 .. num_items - 1``).
+        feature_dim: number of item feature columns; 0 for a features-free model.
+        hidden_dim: width of the input projection and of every convolution layer.
+        embedding_dim: width of the final (L2-normalised) embedding.
+        num_layers: K, the number of convolution layers (= hops of the sampled graph).
+        pooling: ``"importance"`` (paper) or ``"mean"`` (ablation).
+        use_id_embedding: learn a per-item id embedding. ``None`` means auto: true iff
+            ``feature_dim == 0``. Resolved to a bool in ``__post_init__``.
+        dropout: dropout probability on the convolution inputs during training.
+    """
+
+    num_items: int
+    feature_dim: int
+    hidden_dim: int = 64
+    embedding_dim: int = 64
+    num_layers: int = 2
+    pooling: str = "importance"
+    use_id_embedding: bool | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int("num_items", self.num_items, 1, "Pass the number of distinct items.")
+        _check_int(
+            "feature_dim", self.feature_dim, 0, "Use 0 when items have no features."
+        )
+        _check_int("hidden_dim", self.hidden_dim, 1, "Typical values are 64-512.")
+        _check_int("embedding_dim", self.embedding_dim, 1, "Typical values are 64-256.")
+        _check_int("num_layers", self.num_layers, 1, "The paper uses num_layers=2.")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(
+                f"ModelConfig.pooling = {self.pooling!r}; expected one of {POOLING_MODES}."
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
+            0.0 <= float(self.dropout) < 1.0
+        ):
+            raise ValueError(
+                f"ModelConfig.dropout = {self.dropout!r}; expected a float in [0, 1)."
+            )
+        self.dropout = float(self.dropout)
+        if self.use_id_embedding is None:
+            self.use_id_embedding = self.feature_dim == 0
+        elif not isinstance(self.use_id_embedding, bool):
+            raise ValueError(
+                f"ModelConfig.use_id_embedding = {self.use_id_embedding!r}; expected True, "
+                f"False or None (auto)."
+            )
+        if self.feature_dim == 0 and not self.use_id_embedding:
+            raise ValueError(
+                "ModelConfig.use_id_embedding = False with feature_dim = 0 leaves the model "
+                "only the log degree as input; set use_id_embedding=True (or None) or provide "
+                "item features."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (``use_id_embedding`` already resolved)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"ModelConfig.from_dict got unknown key(s) {unknown}; known keys are "
+                f"{sorted(known)}."
+            )
+        return cls(**data)
+
+
+class PinSageEncoder(nn.Module):
+    """PinSage GCN encoder mapping a sampled computation graph to item embeddings.
+
+    Args:
+        config: the model hyper-parameters.
+
+    Example::
+
+        enc = PinSageEncoder(ModelConfig(num_items=1000, feature_dim=16))
+        emb = enc(batch)  # (batch.num_output_nodes, 64), unit rows
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(
+                f"PinSageEncoder expects a ModelConfig; got {type(config).__name__}. "
+                f"Use ModelConfig.from_dict(d) for a dict."
+            )
+        self.config = config
+        h = config.hidden_dim
+        self.input_proj = InputProjection(
+            config.num_items, config.feature_dim, h, bool(config.use_id_embedding)
+        )
+        self.convs = nn.ModuleList(
+            PinSageConv(h, h, h, pooling=config.pooling, dropout=config.dropout)
+            for _ in range(config.num_layers)
+        )
+        self.output_hidden = nn.Linear(h, h)  # G1, g
+        self.output_proj = nn.Linear(h, config.embedding_dim, bias=False)  # G2
+
+    @property
+    def num_layers(self) -> int:
+        """K, the number of convolution layers."""
+        return len(self.convs)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the returned embeddings."""
+        return self.config.embedding_dim
+
+    def input_layer(
+        self,
+        node_ids: torch.Tensor,
+        features: torch.Tensor | None,
+        log_degree: torch.Tensor,
+    ) -> torch.Tensor:
+        """Layer-0 vectors ``h^(0)``.
+
+        Args:
+            node_ids: ``(N,)`` int64 global item ids.
+            features: ``(N, feature_dim)`` or ``None`` when ``feature_dim == 0``.
+            log_degree: ``(N,)`` ``log1p(degree)``.
+
+        Returns:
+            ``(N, hidden_dim)``.
+        """
+        return self.input_proj(node_ids, features, log_degree)
+
+    def conv_layer(
+        self,
+        k: int,
+        h_self: torch.Tensor,
+        h_neighbors: torch.Tensor,
+        weights: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply convolution layer ``k`` (0-based) to gathered neighbour vectors.
+
+        Args:
+            k: layer index in ``[0, num_layers)``.
+            h_self: ``(B, hidden_dim)`` the nodes' layer-``k`` vectors.
+            h_neighbors: ``(B, T, hidden_dim)`` their neighbours' layer-``k`` vectors.
+            weights: ``(B, T)`` importance weights.
+            mask: ``(B, T)`` bool, true for real neighbours.
+
+        Returns:
+            ``(B, hidden_dim)`` layer-``k + 1`` vectors (unit norm or zero).
+        """
+        if not 0 <= k < self.num_layers:
+            raise IndexError(f"conv_layer k = {k}; expected 0 <= k < {self.num_layers}.")
+        return self.convs[k](h_self, h_neighbors, weights, mask)
+
+    def output_layer(self, h: torch.Tensor) -> torch.Tensor:
+        """Final dense layers ``normalize(G2 ReLU(G1 h + g))``.
+
+        Args:
+            h: ``(N, hidden_dim)`` layer-``K`` vectors.
+
+        Returns:
+            ``(N, embedding_dim)`` L2-normalised embeddings.
+        """
+        z = self.output_proj(F.relu(self.output_hidden(h)))
+        return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
+
+    def forward(self, inp: EncoderInput) -> torch.Tensor:
+        """Embed the output nodes of a sampled K-hop computation graph.
+
+        Only cheap structural checks run here; call ``inp.validate()`` to check values.
+
+        Args:
+            inp: the batch; ``len(inp.blocks)`` must equal ``num_layers``.
+
+        Returns:
+            ``(inp.num_output_nodes, embedding_dim)`` L2-normalised embeddings, row ``i``
+            for item ``inp.node_ids[i]``.
+        """
+        if len(inp.blocks) != self.num_layers:
+            raise ValueError(
+                f"EncoderInput has {len(inp.blocks)} blocks; this encoder has num_layers = "
+                f"{self.num_layers}. Sample with num_layers = {self.num_layers} hops."
+            )
+        h = self.input_layer(inp.node_ids, inp.features, inp.log_degree)
+        for k, block in enumerate(inp.blocks):
+            if h.shape[0] != block.num_src:
+                where = "len(node_ids)" if k == 0 else f"blocks[{k - 1}].num_dst"
+                raise ValueError(
+                    f"blocks[{k}].num_src = {block.num_src} but {where} = {h.shape[0]}; "
+                    f"blocks must chain (dst nodes of one hop are the src nodes of the next)."
+                )
+            h = self.convs[k].forward_block(h, block)
+        return self.output_layer(h)
+
+    def forward_blocks(self, h0: torch.Tensor, blocks: list[Block]) -> torch.Tensor:
+        """Like :meth:`forward` but starting from precomputed layer-0 vectors.
+
+        Args:
+            h0: ``(blocks[0].num_src, hidden_dim)`` output of :meth:`input_layer`.
+            blocks: ``num_layers`` chained blocks.
+
+        Returns:
+            ``(blocks[-1].num_dst, embedding_dim)``.
+        """
+        if len(blocks) != self.num_layers:
+            raise ValueError(
+                f"got {len(blocks)} blocks; this encoder has num_layers = {self.num_layers}."
+            )
+        h = h0
+        for k, block in enumerate(blocks):
+            h = self.convs[k].forward_block(h, block)
+        return self.output_layer(h)

@@ -1,0 +1,252 @@
+"""PinSage building blocks: the input projection and the CONVOLVE layer.
+
+Implements paper section 3.1 of Ying et al., "Graph Convolutional Neural Networks for
+Web-Scale Recommender Systems" (KDD 2018, arXiv 1806.01973):
+
+* :class:`InputProjection` turns raw item inputs (features, log degree, optionally a
+  learnable id embedding) into the layer-0 vectors ``h^(0)``.
+* :class:`PinSageConv` is Algorithm 1 (CONVOLVE) with *importance pooling*:
+
+  1. ``n_v = ReLU(Q h_v + q)`` for every neighbour ``v`` of ``u``;
+  2. ``n_u = sum_v alpha_v n_v / sum_v alpha_v`` (importance-weighted mean over the
+     non-padded neighbours, ``alpha`` = normalised random-walk visit counts);
+  3. ``z_u = ReLU(W [h_u ; n_u] + w)``;
+  4. ``h_u^new = z_u / ||z_u||_2``.
+
+The layer exposes a batched *primitive* on gathered neighbour vectors
+(:meth:`PinSageConv.forward`) so that layer-wise full-graph inference can call exactly the
+same code as training, which goes through :meth:`PinSageConv.forward_block`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pinsage_ray.model.batch import Block
+
+__all__ = ["InputProjection", "PinSageConv", "POOLING_MODES"]
+
+#: Supported neighbour aggregations: the paper's importance pooling and the uniform-mean
+#: ablation (paper section 4.2 compares the two).
+POOLING_MODES = ("importance", "mean")
+
+
+class InputProjection(nn.Module):
+    """Layer-0 item representation ``h^(0) = ReLU(L [x ; log_degree] + b + E[id])``.
+
+    ``x`` are the item features (dense or multi-hot, ``feature_dim`` columns) and ``E`` an
+    optional learnable id embedding. With ``feature_dim == 0`` the id embedding plus the
+    log degree stand in for features; such a model cannot embed items whose ids were not
+    trained (cold start): give cold-start items features instead. With both, the id
+    embedding is added to the feature projection before the ReLU.
+
+    Args:
+        num_items: size of the item id space (rows of the id embedding).
+        feature_dim: number of feature columns; 0 for none.
+        hidden_dim: output width.
+        use_id_embedding: whether to learn an ``nn.Embedding(num_items, hidden_dim)``.
+
+    Raises:
+        ValueError: if there would be no input besides the log degree
+            (``feature_dim == 0`` and ``use_id_embedding`` false) or a size is invalid.
+    """
+
+    def __init__(
+        self, num_items: int, feature_dim: int, hidden_dim: int, use_id_embedding: bool
+    ) -> None:
+        super().__init__()
+        if feature_dim < 0 or hidden_dim < 1 or num_items < 1:
+            raise ValueError(
+                f"InputProjection got num_items={num_items}, feature_dim={feature_dim}, "
+                f"hidden_dim={hidden_dim}; expected num_items >= 1, feature_dim >= 0, "
+                f"hidden_dim >= 1."
+            )
+        if feature_dim == 0 and not use_id_embedding:
+            raise ValueError(
+                "InputProjection with feature_dim=0 and use_id_embedding=False would see only "
+                "the log degree; pass use_id_embedding=True or provide item features."
+            )
+        self.num_items = num_items
+        self.feature_dim = feature_dim
+        self.hidden_dim = hidden_dim
+        self.linear = nn.Linear(feature_dim + 1, hidden_dim)
+        self.id_embedding: nn.Embedding | None = None
+        if use_id_embedding:
+            self.id_embedding = nn.Embedding(num_items, hidden_dim)
+            nn.init.normal_(self.id_embedding.weight, std=hidden_dim**-0.5)
+
+    def forward(
+        self,
+        node_ids: torch.Tensor,
+        features: torch.Tensor | None,
+        log_degree: torch.Tensor,
+    ) -> torch.Tensor:
+        """Project raw inputs of ``N`` nodes.
+
+        Args:
+            node_ids: ``(N,)`` int64 global item ids (used only with the id embedding).
+            features: ``(N, feature_dim)`` (any numeric dtype; cast to float), or ``None``
+                when ``feature_dim == 0``.
+            log_degree: ``(N,)`` float ``log1p(degree)``.
+
+        Returns:
+            ``(N, hidden_dim)`` non-negative layer-0 vectors.
+        """
+        n = log_degree.shape[0]
+        dtype = self.linear.weight.dtype
+        if log_degree.dim() != 1:
+            raise ValueError(f"log_degree must have shape (N,); got {tuple(log_degree.shape)}.")
+        parts = []
+        if self.feature_dim > 0:
+            if features is None:
+                raise ValueError(
+                    f"features is None but the model was built with feature_dim="
+                    f"{self.feature_dim}; pass a ({n}, {self.feature_dim}) tensor."
+                )
+            if tuple(features.shape) != (n, self.feature_dim):
+                raise ValueError(
+                    f"features has shape {tuple(features.shape)}; expected "
+                    f"({n}, {self.feature_dim}) (N from log_degree, feature_dim from the model)."
+                )
+            parts.append(features.to(dtype))
+        elif features is not None and features.numel() > 0:
+            raise ValueError(
+                f"features has shape {tuple(features.shape)} but the model was built with "
+                f"feature_dim=0; rebuild it with feature_dim={features.shape[-1]} or pass None."
+            )
+        parts.append(log_degree.to(dtype).unsqueeze(-1))
+        z = self.linear(torch.cat(parts, dim=-1))
+        if self.id_embedding is not None:
+            if tuple(node_ids.shape) != (n,):
+                raise ValueError(
+                    f"node_ids has shape {tuple(node_ids.shape)}; expected ({n},)."
+                )
+            z = z + self.id_embedding(node_ids)
+        return F.relu(z)
+
+
+class PinSageConv(nn.Module):
+    """One CONVOLVE layer (paper Algorithm 1) with importance or mean pooling.
+
+    Parameters: ``Q, q`` = :attr:`neighbor_proj` (``in_dim -> hidden_dim``) and
+    ``W, w`` = :attr:`update` (``in_dim + hidden_dim -> out_dim``).
+
+    Args:
+        in_dim: width of the incoming node vectors ``h``.
+        hidden_dim: width of the transformed neighbour vectors and of the aggregate.
+        out_dim: output width.
+        pooling: ``"importance"`` (weighted mean with the given weights, the paper's
+            method) or ``"mean"`` (uniform mean over non-padded neighbours; weights ignored).
+        dropout: dropout probability applied to ``h_self`` and ``h_neighbors`` in training.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        pooling: str = "importance",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(
+                f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}."
+            )
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
+        self.pooling = pooling
+        self.neighbor_proj = nn.Linear(in_dim, hidden_dim)  # Q, q
+        self.update = nn.Linear(in_dim + hidden_dim, out_dim)  # W, w
+        self.dropout = nn.Dropout(dropout)
+
+    def aggregate(
+        self, h_neighbors: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Transform and pool neighbour vectors (Algorithm 1, lines 1-2).
+
+        Padded entries (``mask`` false) are excluded whatever their vectors or weights hold
+        (even NaN). Weights are renormalised over the non-padded entries; a node with no
+        neighbours, or whose non-padded weights sum to 0, gets a zero aggregate.
+
+        Args:
+            h_neighbors: ``(B, T, in_dim)`` neighbour vectors.
+            weights: ``(B, T)`` non-negative importance weights (ignored for ``"mean"``).
+            mask: ``(B, T)`` bool, true for real neighbours.
+
+        Returns:
+            ``(B, hidden_dim)`` aggregated neighbourhood vectors.
+        """
+        n = F.relu(self.neighbor_proj(h_neighbors))  # (B, T, H)
+        n = n.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if self.pooling == "importance":
+            w = weights.to(n.dtype).masked_fill(~mask, 0.0)
+        else:
+            w = mask.to(n.dtype)
+        total = w.sum(dim=1, keepdim=True)  # (B, 1)
+        summed = torch.bmm(w.unsqueeze(1), n).squeeze(1)  # (B, H)
+        # Where total == 0 the weighted sum is 0 too; dividing by 1 keeps it (and its
+        # gradient) finite.
+        safe_total = torch.where(total > 0, total, torch.ones_like(total))
+        return summed / safe_total
+
+    def forward(
+        self,
+        h_self: torch.Tensor,
+        h_neighbors: torch.Tensor,
+        weights: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """CONVOLVE on already-gathered neighbour vectors.
+
+        Args:
+            h_self: ``(B, in_dim)`` the nodes' own previous-layer vectors.
+            h_neighbors: ``(B, T, in_dim)`` their neighbours' previous-layer vectors.
+            weights: ``(B, T)`` importance weights.
+            mask: ``(B, T)`` bool, true for real (non-padded) neighbours.
+
+        Returns:
+            ``(B, out_dim)`` L2-normalised vectors (exactly zero where ``ReLU`` zeroed the
+            whole pre-activation).
+        """
+        b = h_self.shape[0]
+        if h_self.dim() != 2 or h_self.shape[1] != self.in_dim:
+            raise ValueError(
+                f"h_self has shape {tuple(h_self.shape)}; expected (B, {self.in_dim})."
+            )
+        if h_neighbors.dim() != 3 or h_neighbors.shape[0] != b or h_neighbors.shape[2] != self.in_dim:
+            raise ValueError(
+                f"h_neighbors has shape {tuple(h_neighbors.shape)}; expected "
+                f"({b}, T, {self.in_dim})."
+            )
+        t = h_neighbors.shape[1]
+        if tuple(weights.shape) != (b, t) or tuple(mask.shape) != (b, t):
+            raise ValueError(
+                f"weights {tuple(weights.shape)} and mask {tuple(mask.shape)} must both have "
+                f"shape ({b}, {t}) to match h_neighbors."
+            )
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor; got {mask.dtype}.")
+        agg = self.aggregate(self.dropout(h_neighbors), weights, mask)
+        z = F.relu(self.update(torch.cat([self.dropout(h_self), agg], dim=-1)))
+        return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
+
+    def forward_block(self, h_src: torch.Tensor, block: Block) -> torch.Tensor:
+        """CONVOLVE for the destination nodes of one sampled :class:`Block`.
+
+        Args:
+            h_src: ``(block.num_src, in_dim)`` vectors of the block's source nodes.
+            block: the hop; its destination nodes are the first ``num_dst`` source nodes.
+
+        Returns:
+            ``(block.num_dst, out_dim)``.
+        """
+        if h_src.shape[0] != block.num_src:
+            raise ValueError(
+                f"h_src has {h_src.shape[0]} rows; expected block.num_src = {block.num_src}."
+            )
+        neighbors = block.neighbors
+        mask = neighbors >= 0
+        h_neighbors = h_src[neighbors.clamp(min=0)]  # (num_dst, T, in_dim)
+        return self(h_src[: block.num_dst], h_neighbors, block.weights, mask)

@@ -1,0 +1,182 @@
+"""Max-margin ranking loss of PinSage (paper section 3.3, "Loss function").
+
+For a positive pair ``(q, i)`` and negatives ``n_k`` the paper minimises::
+
+    J(z_q, z_i) = E_{n_k ~ P_n(q)} max{0, z_q . z_nk - z_q . z_i + Delta}
+
+Negatives come in two kinds (section 3.3, "Sampling negative items" / "hard negatives"):
+``M`` *shared* negatives sampled once per mini-batch and used against every query, and up to
+``H`` per-query *hard* negatives (the curriculum of :mod:`pinsage_ray.model.schedule`).
+
+Averaging, exactly: every (query, negative) pair contributes one hinge term. Query ``b``
+has ``M`` shared terms and ``sum_h hard_mask[b, h]`` hard terms. The loss is the sum of all
+terms divided by their count, ``B * M + hard_mask.sum()``: a plain mean over every
+constraint in the batch, so a hard negative weighs as much as a shared one and padded
+(masked) hard negatives count for nothing.
+
+Scores are dot products; on the encoder's L2-normalised embeddings that is cosine
+similarity, so ``margin`` lives on the ``[-2, 2]`` scale of score differences.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["score", "max_margin_loss", "margin_stats"]
+
+
+def score(query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Dot-product scores of queries against a shared set of items.
+
+    Args:
+        query: ``(B, D)`` or ``(D,)``.
+        items: ``(M, D)``.
+
+    Returns:
+        ``(B, M)`` (or ``(M,)`` for a single query).
+    """
+    if items.dim() != 2 or query.shape[-1] != items.shape[-1]:
+        raise ValueError(
+            f"score: query {tuple(query.shape)} and items {tuple(items.shape)} must end in the "
+            f"same dimension D, with items of shape (M, D)."
+        )
+    return query @ items.T
+
+
+def _hinge_terms(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    shared_negatives: torch.Tensor,
+    hard_negatives: torch.Tensor | None,
+    hard_mask: torch.Tensor | None,
+    margin: float,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Return ``(shared (B, M), hard (B, H) or None, hard_mask (B, H) or None)``.
+
+    Entries are the un-clamped ``s(q, n) - s(q, p) + margin``; hard entries at masked
+    positions are set to ``-inf`` so they can never count as violated.
+    """
+    if query.dim() != 2:
+        raise ValueError(f"query has shape {tuple(query.shape)}; expected (B, D).")
+    b, d = query.shape
+    if tuple(positive.shape) != (b, d):
+        raise ValueError(
+            f"positive has shape {tuple(positive.shape)}; expected ({b}, {d}) like query."
+        )
+    if shared_negatives.dim() != 2 or shared_negatives.shape[1] != d:
+        raise ValueError(
+            f"shared_negatives has shape {tuple(shared_negatives.shape)}; expected (M, {d})."
+        )
+    pos = (query * positive).sum(-1, keepdim=True)  # (B, 1)
+    shared = score(query, shared_negatives) - pos + margin  # (B, M)
+    if hard_negatives is None:
+        if hard_mask is not None:
+            raise ValueError("hard_mask was given without hard_negatives; pass both or neither.")
+        return shared, None, None
+    if hard_negatives.dim() != 3 or hard_negatives.shape[0] != b or hard_negatives.shape[2] != d:
+        raise ValueError(
+            f"hard_negatives has shape {tuple(hard_negatives.shape)}; expected ({b}, H, {d})."
+        )
+    h = hard_negatives.shape[1]
+    if hard_mask is None:
+        hard_mask = torch.ones(b, h, dtype=torch.bool, device=query.device)
+    elif tuple(hard_mask.shape) != (b, h) or hard_mask.dtype != torch.bool:
+        raise ValueError(
+            f"hard_mask has shape {tuple(hard_mask.shape)} and dtype {hard_mask.dtype}; "
+            f"expected a bool tensor of shape ({b}, {h})."
+        )
+    # Zero padded rows first so garbage (even NaN) there cannot leak into values or grads.
+    hard_negatives = hard_negatives.masked_fill(~hard_mask.unsqueeze(-1), 0.0)
+    hard_scores = torch.bmm(hard_negatives, query.unsqueeze(-1)).squeeze(-1)  # (B, H)
+    hard = (hard_scores - pos + margin).masked_fill(~hard_mask, float("-inf"))
+    return shared, hard, hard_mask
+
+
+def max_margin_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    shared_negatives: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    hard_mask: torch.Tensor | None = None,
+    margin: float = 0.1,
+) -> torch.Tensor:
+    """Mean hinge loss over every (query, negative) pair; see the module docstring.
+
+    Args:
+        query: ``(B, D)`` query embeddings ``z_q``.
+        positive: ``(B, D)`` embeddings of each query's positive item ``z_i``.
+        shared_negatives: ``(M, D)`` negatives shared by all queries (``M`` may be 0 if
+            hard negatives are given).
+        hard_negatives: ``(B, H, D)`` per-query hard negatives, or ``None``.
+        hard_mask: ``(B, H)`` bool, true for real hard negatives (``None``: all real).
+        margin: the margin ``Delta``.
+
+    Returns:
+        Scalar tensor: ``sum(max(0, s(q,n) - s(q,p) + margin)) / (B*M + hard_mask.sum())``.
+
+    Raises:
+        ValueError: on shape mismatches, or when the batch has no (query, negative) pair.
+    """
+    shared, hard, mask = _hinge_terms(
+        query, positive, shared_negatives, hard_negatives, hard_mask, margin
+    )
+    total = F.relu(shared).sum()
+    count = shared.numel()
+    if hard is not None:
+        # relu(-inf) = 0 with zero gradient, so masked entries add nothing.
+        total = total + F.relu(hard).sum()
+        count_hard = mask.sum()
+        if shared.numel() == 0 and not bool(mask.any()):
+            raise ValueError("max_margin_loss: no shared negatives and every hard negative is masked.")
+        return total / (count + count_hard)
+    if count == 0:
+        raise ValueError(
+            "max_margin_loss: no (query, negative) pairs (B = 0 or M = 0 and no hard "
+            "negatives); sample at least one negative."
+        )
+    return total / count
+
+
+@torch.no_grad()
+def margin_stats(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    shared_negatives: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    hard_mask: torch.Tensor | None = None,
+    margin: float = 0.1,
+) -> dict[str, float]:
+    """Logging statistics for the same inputs as :func:`max_margin_loss`.
+
+    Returns:
+        ``{"violated_fraction", "violated_fraction_shared", "violated_fraction_hard",
+        "mean_pos_score", "mean_shared_neg_score", "mean_hard_neg_score"}``; a constraint
+        is violated when ``s(q,n) - s(q,p) + margin > 0`` (it contributes to the loss).
+        Fractions and means over empty sets are ``nan``.
+    """
+    shared, hard, mask = _hinge_terms(
+        query, positive, shared_negatives, hard_negatives, hard_mask, margin
+    )
+    nan = float("nan")
+    pos = (query * positive).sum(-1)
+    n_shared = shared.numel()
+    v_shared = int((shared > 0).sum())
+    stats = {
+        "mean_pos_score": float(pos.mean()) if pos.numel() else nan,
+        "mean_shared_neg_score": float(score(query, shared_negatives).mean()) if n_shared else nan,
+        "violated_fraction_shared": v_shared / n_shared if n_shared else nan,
+        "violated_fraction_hard": nan,
+        "mean_hard_neg_score": nan,
+    }
+    n_hard = v_hard = 0
+    if hard is not None:
+        n_hard = int(mask.sum())
+        v_hard = int((hard > 0).sum())
+        if n_hard:
+            stats["violated_fraction_hard"] = v_hard / n_hard
+            hard_scores = torch.bmm(hard_negatives, query.unsqueeze(-1)).squeeze(-1)
+            stats["mean_hard_neg_score"] = float(hard_scores[mask].mean())
+    n_all = n_shared + n_hard
+    stats["violated_fraction"] = (v_shared + v_hard) / n_all if n_all else nan
+    return stats
