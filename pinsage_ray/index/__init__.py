@@ -1,0 +1,9 @@
+"""Approximate nearest-neighbour retrieval over item embeddings (PinSage Section 3.5).
+
+Public API: :class:`HNSWConfig`, :class:`HNSWIndex`, :func:`exact_topk` and
+:class:`IndexIntegrityError` (raised when a saved index is missing, inconsistent or corrupted).
+"""
+
+from pinsage_ray.index.hnsw import EF_LADDER, SPACES, HNSWConfig, HNSWIndex, IndexIntegrityError, exact_topk
+
+__all__ = ["EF_LADDER", "SPACES", "HNSWConfig", "HNSWIndex", "IndexIntegrityError", "exact_topk"]

@@ -1,0 +1,424 @@
+"""Approximate nearest-neighbour retrieval over PinSage item embeddings.
+
+PinSage (Ying et al., KDD 2018) turns the trained item embeddings into recommendations by
+nearest-neighbour lookup in embedding space (Section 3.5, "Efficient nearest-neighbor
+lookups"; evaluated in Section 4). The paper used LSH; this module uses HNSW (hnswlib), which
+gives better recall per query cost, and adds what a production index needs:
+
+* :func:`~pinsage_ray.index.exact.exact_topk` - brute-force top-k, the recall baseline.
+* :class:`HNSWConfig` - validated build/search settings.
+* :class:`HNSWIndex` - build with measured recall@k and automatic ``ef`` tuning, batched
+  queries that can exclude items (e.g. the query item or already-seen pins), appending
+  cold-start items, and atomic, checksummed save/load (see :mod:`._hnsw_io`).
+
+Scores are always "higher = more similar": cosine similarity, inner product, or negative
+squared L2 distance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import hnswlib
+import numpy as np
+
+from pinsage_ray.index import _hnsw_io as io
+from pinsage_ray.index._hnsw_io import IndexIntegrityError
+from pinsage_ray.index.exact import SPACES, exact_topk
+
+logger = logging.getLogger(__name__)
+
+EF_LADDER = (10, 20, 40, 80, 160, 320, 640)
+
+__all__ = ["EF_LADDER", "HNSWConfig", "HNSWIndex", "IndexIntegrityError", "SPACES", "exact_topk"]
+
+
+def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"HNSWConfig.{name} must be an integer >= {minimum}, got {value!r}; {fix}")
+
+
+@dataclass
+class HNSWConfig:
+    """Build and search settings for :class:`HNSWIndex`.
+
+    Attributes:
+        space: ``'cosine'``, ``'ip'`` (inner product) or ``'l2'`` (squared euclidean).
+        M: graph out-degree (hnswlib ``M``); 12-48 is typical, higher = better recall, more RAM.
+        ef_construction: candidate-list size while building; higher = better graph, slower build.
+        ef: search candidate-list size. ``None`` tunes it at build time: the smallest value of
+            :data:`EF_LADDER` whose measured recall@``k_for_recall`` reaches ``target_recall``.
+        target_recall: recall the tuner aims for, in (0, 1].
+        recall_sample: number of indexed vectors used as recall queries (0 skips measuring;
+            only allowed with an explicit ``ef``).
+        k_for_recall: the k of the measured recall@k.
+        seed: seeds hnswlib's level generator and the recall sample.
+        num_threads: threads for building and querying (-1 = all cores). 1 gives a
+            reproducible graph.
+    """
+
+    space: str = "cosine"
+    M: int = 16
+    ef_construction: int = 200
+    ef: int | None = None
+    target_recall: float = 0.95
+    recall_sample: int = 1000
+    k_for_recall: int = 10
+    seed: int = 0
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"HNSWConfig.space must be one of {SPACES}, got {self.space!r}; "
+                             "use 'cosine' for PinSage embeddings")
+        _check_int("M", self.M, 2, "use 16 (the hnswlib default) or 32 for higher recall")
+        _check_int("ef_construction", self.ef_construction, 1, "use 200 (default) or at least M")
+        if self.ef is not None:
+            _check_int("ef", self.ef, 1, "pass None to auto-tune, or e.g. 64")
+        if isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float)) \
+                or not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"HNSWConfig.target_recall must be a number in (0, 1], got "
+                             f"{self.target_recall!r}; e.g. 0.95")
+        _check_int("recall_sample", self.recall_sample, 0, "e.g. 1000 (0 skips recall measurement)")
+        if self.recall_sample == 0 and self.ef is None:
+            raise ValueError("HNSWConfig.recall_sample=0 leaves nothing to tune ef=None with; "
+                             "set recall_sample >= 1 or give an explicit ef")
+        _check_int("k_for_recall", self.k_for_recall, 1, "e.g. 10")
+        _check_int("seed", self.seed, 0, "use a non-negative seed such as 0")
+        if self.num_threads != -1:
+            _check_int("num_threads", self.num_threads, 1, "use a positive count, or -1 for all cores")
+
+
+def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D (rows, dim) array, got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} has dim {arr.shape[1]} but the index has dim {dim}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; clean the embeddings before indexing")
+    return arr
+
+
+def _normalize_ids(ids: Any, n: int) -> np.ndarray:
+    """Caller ids -> 1-D int64 array or object array of str, checked unique, length ``n``."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"ids must be a 1-D array with one id per vector ({n}), got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        if arr.dtype == np.uint64 and n and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError("ids do not fit in int64; pass them as strings instead")
+        out = arr.astype(np.int64)
+    elif arr.dtype.kind in "USO":
+        values = [v.decode() if isinstance(v, bytes) else v for v in arr.tolist()]
+        if all(isinstance(v, str) for v in values):
+            out = np.array(values, dtype=object)
+        elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            out = np.array(values, dtype=np.int64)
+        else:
+            bad = next(v for v in values if not isinstance(v, str))
+            raise TypeError(f"ids must be all int or all str; found {type(bad).__name__} {bad!r}")
+    else:
+        raise TypeError(f"ids must be integers or strings, got dtype {arr.dtype}")
+    if len(set(out.tolist())) != n:
+        uniq, counts = np.unique(out.astype(str) if out.dtype == object else out, return_counts=True)
+        raise ValueError(f"ids must be unique; duplicated: {uniq[counts > 1][:5].tolist()}")
+    return out
+
+
+class HNSWIndex:
+    """HNSW index over item embeddings keyed by the caller's ids.
+
+    Positions ``0..N-1`` (insertion order) are hnswlib's labels; ``ids[position]`` is the
+    caller's id (int64 or str). Create with :meth:`build` or :meth:`load`. Not safe to
+    query concurrently with :meth:`add_items` or an ``ef`` change.
+    """
+
+    def __init__(self, index: hnswlib.Index, ids: np.ndarray, manifest: dict[str, Any],
+                 num_threads: int = 1) -> None:
+        self._index, self._ids, self._manifest = index, ids, manifest
+        self._num_threads = num_threads
+        self._pos: dict[Any, int] = {v: i for i, v in enumerate(ids.tolist())}
+        index.set_ef(int(manifest["ef"]))
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return int(self._manifest["dim"])
+
+    @property
+    def space(self) -> str:
+        """``'cosine'``, ``'ip'`` or ``'l2'``."""
+        return str(self._manifest["space"])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(N,)`` caller ids in position order (int64, or object array of str); read-only."""
+        view = self._ids.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ef(self) -> int:
+        """Search ef currently applied to hnswlib (as reported by hnswlib itself)."""
+        return int(self._index.ef)
+
+    @ef.setter
+    def ef(self, value: int) -> None:
+        _check_int("ef", value, 1, "e.g. 64")
+        self._manifest["ef"] = int(value)
+        self._index.set_ef(int(value))
+
+    @property
+    def recall_at_k(self) -> float | None:
+        """Recall@k_for_recall measured at build time (None if not measured)."""
+        return self._manifest.get("recall_at_k")
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy of the build/format metadata written to ``manifest.json``."""
+        return dict(self._manifest)
+
+    def position_of(self, item_id: Any) -> int:
+        """Position (hnswlib label) of a caller id; raises ``KeyError`` if absent."""
+        key = int(item_id) if isinstance(item_id, np.integer) else item_id
+        try:
+            return self._pos[key]
+        except (KeyError, TypeError):
+            raise KeyError(f"id {item_id!r} is not in the index ({len(self)} items)") from None
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids: Any, config: HNSWConfig | None = None,
+              show_progress: bool = False) -> "HNSWIndex":
+        """Build the graph, measure recall@k against :func:`exact_topk` and tune ``ef``.
+
+        Args:
+            vectors: ``(N, D)`` float32 embeddings (other float dtypes are converted).
+            ids: ``(N,)`` unique caller ids, integers or strings.
+            config: settings; defaults to ``HNSWConfig()``.
+            show_progress: log insertion progress (INFO) in ~5% steps.
+
+        Returns:
+            The built index; ``manifest`` holds ``ef``, ``recall_at_k`` and ``build_seconds``.
+        """
+        config = config or HNSWConfig()
+        x = _as_matrix(vectors, "vectors")
+        n, d = x.shape
+        ids_arr = _normalize_ids(ids, n)
+        index = hnswlib.Index(space=config.space, dim=d)
+        index.init_index(max_elements=n, M=config.M, ef_construction=config.ef_construction,
+                         random_seed=config.seed)
+        index.set_num_threads(config.num_threads)
+        start = time.perf_counter()
+        step = max(1000, n // 20) if show_progress else n
+        for lo in range(0, n, step):
+            index.add_items(x[lo : lo + step], np.arange(lo, min(lo + step, n)), config.num_threads)
+            if show_progress:
+                logger.info("HNSW build: inserted %d/%d vectors", min(lo + step, n), n)
+        manifest: dict[str, Any] = {
+            "format_version": io.FORMAT_VERSION, "dim": d, "count": n, "space": config.space,
+            "M": int(config.M), "ef_construction": int(config.ef_construction), "seed": int(config.seed),
+            "k_for_recall": int(config.k_for_recall), "target_recall": float(config.target_recall),
+            "build_seconds": time.perf_counter() - start, "ef": int(config.ef or EF_LADDER[-1]),
+            "recall_at_k": None, "recall_curve": {}, "recall_measured_at_count": None,
+        }
+        self = cls(index, ids_arr, manifest, num_threads=config.num_threads)
+        if config.recall_sample:
+            self._tune(x, config)
+        logger.info("Built HNSW index: %d x %d %s, ef=%d, recall@%d=%s, %.2fs", n, d, config.space,
+                    self.ef, config.k_for_recall, self.recall_at_k, manifest["build_seconds"])
+        return self
+
+    def _tune(self, x: np.ndarray, config: HNSWConfig) -> None:
+        """Measure recall@k on a seeded sample of indexed vectors; pick ef if not given.
+
+        A returned item counts as a hit if it is in the exact top-k or ties the exact k-th
+        score (within float tolerance), so duplicate embeddings do not depress recall.
+        """
+        start = time.perf_counter()
+        n = len(x)
+        k = min(config.k_for_recall, n)
+        rng = np.random.default_rng(config.seed)
+        sample = np.sort(rng.choice(n, size=min(config.recall_sample, n), replace=False))
+        truth, truth_s = exact_topk(x[sample], x, k, config.space)
+        kth = truth_s[:, -1:]
+        ladder = [int(config.ef)] if config.ef else sorted({max(e, k) for e in EF_LADDER})
+        chosen, curve = None, {}
+        for ef in ladder:
+            self._index.set_ef(ef)
+            labels, scores = self._knn(x[sample], k)
+            hit = (labels[:, :, None] == truth[:, None, :]).any(-1)
+            hit |= scores >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
+            curve[ef] = float(hit.mean())
+            logger.debug("HNSW tune: ef=%d recall@%d=%.4f", ef, k, curve[ef])
+            if curve[ef] >= config.target_recall:
+                chosen = ef
+                break
+        if chosen is None:
+            chosen = ladder[-1]
+            if config.ef is None:
+                logger.warning("HNSW tune: no ef in %s reaches recall@%d >= %.3f (best %.4f at ef=%d); "
+                               "using ef=%d. Raise M/ef_construction for a better graph.", ladder, k,
+                               config.target_recall, curve[chosen], chosen, chosen)
+        self._manifest.update(ef=int(chosen), recall_at_k=curve[chosen], recall_measured_at_count=n,
+                              recall_curve={str(e): r for e, r in curve.items()},
+                              tune_seconds=time.perf_counter() - start)
+        self._index.set_ef(int(chosen))
+
+    # ------------------------------------------------------------------ query
+    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib search -> (positions (Q,k) int64, scores (Q,k) float32, higher = better)."""
+        try:
+            labels, dist = self._index.knn_query(q, k=k, num_threads=self._num_threads)
+        except RuntimeError:  # graph search found < k items: retry once with a wider beam
+            ef = self.ef
+            self._index.set_ef(max(ef, 4 * k))
+            try:
+                labels, dist = self._index.knn_query(q, k=k, num_threads=self._num_threads)
+            finally:
+                self._index.set_ef(ef)
+        scores = -dist if self.space == "l2" else 1.0 - dist
+        return labels.astype(np.int64), scores.astype(np.float32)
+
+    def _exclude_positions(self, exclude: Sequence[Iterable[Any] | None], by: str, q: int) -> list[np.ndarray]:
+        if len(exclude) != q:
+            raise ValueError(f"exclude must hold one collection per query ({q}), got {len(exclude)}")
+        out = []
+        for items in exclude:
+            items = [] if items is None else list(np.asarray(list(items)).tolist())
+            if by == "position":
+                pos = np.asarray(items, dtype=np.int64)
+                if pos.size and (pos.min() < 0 or pos.max() >= len(self)):
+                    raise ValueError(f"exclude positions must be in [0, {len(self)}), got {pos.min()}..{pos.max()}")
+            else:  # ids not in the index can never be returned, so they are simply ignored
+                pos = np.asarray([self._pos[i] for i in items if i in self._pos], dtype=np.int64)
+            out.append(np.unique(pos))
+        return out
+
+    def query(self, vectors: np.ndarray, k: int, exclude: Sequence[Iterable[Any] | None] | Iterable[Any] | None = None,
+              exclude_by: str = "id") -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k neighbours.
+
+        Args:
+            vectors: ``(Q, D)`` or ``(D,)`` float32 queries.
+            k: results per query.
+            exclude: items never to return. For 2-D input, one collection (set, list, array or
+                None) per query; for 1-D input, a single collection. Over-fetches
+                ``k + len(exclude)`` so that k results remain.
+            exclude_by: ``'id'`` (caller ids; unknown ids are ignored) or ``'position'``.
+
+        Returns:
+            ``(ids, scores)``: ``(Q, k)`` ids (index id dtype) and ``(Q, k)`` float32 scores,
+            best first (``(k,)`` each for 1-D input). Scores: cosine similarity, inner product or
+            negative squared L2 distance.
+        """
+        single = np.ndim(vectors) == 1
+        q = _as_matrix(np.atleast_2d(np.asarray(vectors, dtype=np.float32)), "vectors", self.dim)
+        if exclude_by not in ("id", "position"):
+            raise ValueError(f"exclude_by must be 'id' or 'position', got {exclude_by!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        ex = None
+        if exclude is not None:
+            ex = self._exclude_positions([exclude] if single else exclude, exclude_by, len(q))
+        n_ex = [len(e) for e in ex] if ex else [0]
+        if k > len(self) - max(n_ex):
+            raise ValueError(f"k={k} exceeds the {len(self)} indexed items minus {max(n_ex)} excluded")
+        labels, scores = self._knn(q, min(len(self), k + max(n_ex)))
+        if ex and max(n_ex):
+            mask = np.stack([np.isin(row, e) for row, e in zip(labels, ex)])
+            order = np.argsort(mask, axis=1, kind="stable")  # kept (False) first, rank preserved
+            labels = np.take_along_axis(labels, order, 1)
+            scores = np.take_along_axis(scores, order, 1)
+        labels, scores = labels[:, :k], scores[:, :k]
+        ids = self._ids[labels]
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    # ------------------------------------------------------------------ update
+    def add_items(self, vectors: np.ndarray, ids: Any) -> None:
+        """Append items (e.g. cold-start pins); they get positions ``len(self)..``.
+
+        Args:
+            vectors: ``(M, D)`` float32 embeddings.
+            ids: ``(M,)`` new ids, same kind (int/str) as the index's and not already present.
+
+        Raises:
+            ValueError: on a dim mismatch, an id kind mismatch or an id already in the index.
+        """
+        x = _as_matrix(vectors, "vectors", self.dim)
+        new = _normalize_ids(ids, len(x))
+        if (new.dtype == object) != (self._ids.dtype == object):
+            raise ValueError(f"index ids are {'str' if self._ids.dtype == object else 'int64'}; "
+                             f"new ids must be the same kind, got {new.dtype}")
+        dup = [v for v in new.tolist() if v in self._pos]
+        if dup:
+            raise ValueError(f"{len(dup)} id(s) already in the index, e.g. {dup[:5]}; "
+                             "ids must be unique - rebuild to replace an item's vector")
+        n = len(self)
+        if n + len(x) > self._index.get_max_elements():
+            self._index.resize_index(max(n + len(x), int(self._index.get_max_elements() * 1.5)))
+        self._index.add_items(x, np.arange(n, n + len(x)), self._num_threads)
+        self._ids = np.concatenate([self._ids, new])
+        self._pos.update((v, n + i) for i, v in enumerate(new.tolist()))
+        self._manifest["count"] = len(self._ids)
+        logger.info("HNSW add_items: %d new items, %d total", len(x), len(self))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Atomically write the index directory (``index.bin``, ids file, ``manifest.json``)."""
+
+        def write(tmp: Path) -> None:
+            self._index.save_index(str(tmp / io.INDEX_FILE))
+            ids_file = io.write_ids(self._ids, tmp)
+            self._manifest.update(count=len(self), ids_file=ids_file, sha256={
+                io.INDEX_FILE: io.sha256_file(tmp / io.INDEX_FILE), ids_file: io.sha256_file(tmp / ids_file)})
+            io.write_manifest(tmp, self._manifest)
+
+        io.atomic_write_dir(Path(path), write)
+        logger.info("Saved HNSW index (%d items) to %s", len(self), path)
+
+    @classmethod
+    def load(cls, path: str | Path, ef: int | None = None, num_threads: int = 1) -> "HNSWIndex":
+        """Load and verify a directory written by :meth:`save`.
+
+        Args:
+            path: the index directory.
+            ef: search ef to apply (hnswlib does not persist it); default: the manifest's ef.
+            num_threads: query threads (-1 = all cores).
+
+        Raises:
+            FileNotFoundError: ``path`` is not a directory.
+            IndexIntegrityError: missing/unparseable manifest, checksum mismatch, truncated or
+                structurally invalid ``index.bin``, or dim/count/ids inconsistencies. The
+                corrupted file is never handed to hnswlib.
+        """
+        directory = Path(path)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory; nothing to load")
+        manifest = io.read_manifest(directory)
+        io.verify_checksums(directory, manifest)
+        index_path = directory / io.INDEX_FILE
+        io.check_index_file(index_path, manifest["dim"], manifest["count"], manifest["M"])
+        ids = io.read_ids(directory / manifest["ids_file"], manifest["count"])
+        index = hnswlib.Index(space=manifest["space"], dim=manifest["dim"])
+        try:
+            index.load_index(str(index_path))
+        except RuntimeError as exc:
+            raise IndexIntegrityError(f"{index_path}: hnswlib rejected the file ({exc})") from exc
+        if index.element_count != manifest["count"] or index.dim != manifest["dim"]:
+            raise IndexIntegrityError(f"{index_path}: hnswlib reports {index.element_count} x {index.dim}, "
+                                      f"manifest says {manifest['count']} x {manifest['dim']}")
+        if ef is not None:
+            _check_int("ef", ef, 1, "e.g. 64, or None for the manifest's ef")
+            manifest["ef"] = int(ef)
+        index.set_num_threads(num_threads)
+        return cls(index, ids, manifest, num_threads=num_threads)
