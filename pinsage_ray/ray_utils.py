@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 
-import ray
-
 logger = logging.getLogger(__name__)
 
 
@@ -27,6 +25,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         object_store_memory: bytes for a local instance's object store.
         **kwargs: passed on to ``ray.init``.
     """
+    import ray  # imported here so that `import pinsage_ray` does not start loading Ray
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
