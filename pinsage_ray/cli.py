@@ -144,6 +144,56 @@ def _neighbors(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from pinsage_ray.training import TrainConfig
+
+    p.add_argument("graph_dir")
+    p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (flags override it)")
+    d = TrainConfig()
+    for name, typ in [("num_epochs", int), ("batch_size", int), ("batches_per_epoch", int),
+                      ("lr", float), ("margin", float), ("hidden_dim", int),
+                      ("embedding_dim", int), ("num_layers", int), ("num_workers", int),
+                      ("num_shards", int), ("num_producers", int), ("prefetch", int),
+                      ("num_shared_negatives", int), ("max_hard_negatives", int),
+                      ("max_failures", int), ("seed", int)]:
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                       help=f"default {getattr(d, name)}")
+    p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
+    p.add_argument("--pooling", choices=["importance", "mean"], default=None)
+    p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
+    p.add_argument("--use-gpu", action="store_true", default=None)
+    p.add_argument("--address", help="Ray address (default: a new local instance)")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """TrainConfig from ``--config`` JSON plus any flags given."""
+    from pinsage_ray.training import TrainConfig
+
+    data = {}
+    if args.config:
+        with open(args.config) as f:
+            data = json.load(f)
+    skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t"}
+    data.update({k: v for k, v in vars(args).items() if k not in skip and v is not None})
+    if args.top_t is not None:
+        data.setdefault("neighbors", {})["top_t"] = args.top_t
+    return TrainConfig.from_dict(data)
+
+
+@command("train", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    """Train PinSage with Ray Train (checkpoints each epoch; rerun to resume)."""
+    from pinsage_ray.training import train
+
+    result = train(args.graph_dir, train_config_from_args(args), args.run_dir,
+                   address=args.address)
+    print(json.dumps({"run_dir": result.run_dir, "model_dir": result.model_dir,
+                      "best": result.best}, indent=2))
+    return 0
+
+
 # --------------------------------------------------------------------------- quickstart
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="pinsage-quickstart",

@@ -1,0 +1,106 @@
+"""Layer-wise embedding of every item (paper section 3.4, the MapReduce inference), in process.
+
+Computing embeddings node by node repeats work: a K-hop neighbourhood shares most nodes with
+its neighbours' neighbourhoods. Layer-wise inference computes layer 0 (projected features) for
+*all* items once, then layer 1 for all items from the layer-0 vectors of their neighbours, and
+so on; each node is computed exactly once per layer. The same per-layer functions run inside
+the Ray Data pipeline (:mod:`pinsage_ray.inference.pipeline`) over item batches; this module is
+the single-process path used for per-epoch evaluation, small graphs and as the oracle.
+
+Each item uses one importance neighbourhood (from the walk service, fixed by seed) at every
+layer, exactly as in training with a per-epoch neighbourhood table.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from pinsage_ray.model.encoder import PinSageEncoder
+
+logger = logging.getLogger(__name__)
+
+
+def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray, features: np.ndarray | None,
+                     log_degree: np.ndarray) -> np.ndarray:
+    """Layer-0 vectors (B, hidden) of items ``ids``; ``features``/``log_degree`` are their rows."""
+    with torch.no_grad():
+        f = None if features is None else torch.as_tensor(np.array(features, np.float32))
+        h = encoder.input_layer(torch.as_tensor(ids, dtype=torch.long), f,
+                                torch.as_tensor(np.asarray(log_degree, np.float32)))
+    return h.numpy()
+
+
+def transform_rows(encoder: PinSageEncoder, k: int, h: np.ndarray) -> np.ndarray:
+    """Neighbour transform ``ReLU(Q_k h + q_k)`` of layer ``k`` for rows ``h`` (B, D)."""
+    with torch.no_grad():
+        return encoder.convs[k].transform_neighbors(torch.as_tensor(h)).numpy()
+
+
+def conv_layer_rows(encoder: PinSageEncoder, k: int, h_self: np.ndarray, n_neighbors: np.ndarray,
+                    nb_ids: np.ndarray, nb_weights: np.ndarray) -> np.ndarray:
+    """Layer ``k + 1`` vectors (B, out) of items from their own and their neighbours' vectors.
+
+    Args:
+        h_self: (B, D) layer-``k`` vectors of the items.
+        n_neighbors: (B, T, H) *transformed* layer-``k`` vectors of their neighbours
+            (:func:`transform_rows`; any value at padding).
+        nb_ids: (B, T) neighbour ids, -1 = padding.
+        nb_weights: (B, T) importance weights.
+    """
+    conv = encoder.convs[k]
+    with torch.no_grad():
+        mask = torch.as_tensor(nb_ids >= 0)
+        agg = conv.pool(torch.as_tensor(n_neighbors),
+                        torch.as_tensor(np.asarray(nb_weights, np.float32)), mask)
+        return conv.combine(torch.as_tensor(h_self), agg).numpy()
+
+
+def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray) -> np.ndarray:
+    """Final embeddings (B, embedding_dim), L2-normalised."""
+    with torch.no_grad():
+        return encoder.output_layer(torch.as_tensor(h)).numpy()
+
+
+def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.ndarray,
+              nb_ids: np.ndarray, nb_weights: np.ndarray, *, batch_size: int = 65536,
+              show_progress: bool = False) -> np.ndarray:
+    """Embeddings of all items, each layer computed once for every item.
+
+    Args:
+        encoder: a trained encoder (put in eval mode here).
+        features: float32 (N, F) or None.
+        degree: (N,) item degrees.
+        nb_ids, nb_weights: (N, T) importance neighbourhoods of every item.
+
+    Returns:
+        float32 (N, embedding_dim).
+    """
+    from tqdm.auto import tqdm
+
+    encoder.eval()
+    n = len(degree)
+    log_deg = np.log1p(np.asarray(degree, dtype=np.float32))
+    starts = range(0, n, batch_size)
+    bar = tqdm(total=n * (encoder.num_layers + 2), desc="layer-wise embed", unit="row",
+               disable=not show_progress)
+    h = np.concatenate([input_layer_rows(encoder, np.arange(s, min(s + batch_size, n)),
+                                         None if features is None else features[s:s + batch_size],
+                                         log_deg[s:s + batch_size]) for s in starts])
+    bar.update(n)
+    for k in range(encoder.num_layers):
+        # map: transform every node once; reduce: pool each node's neighbours' rows.
+        t = np.concatenate([transform_rows(encoder, k, h[s:s + batch_size]) for s in starts])
+        parts = []
+        for s in starts:
+            ids = nb_ids[s:s + batch_size]
+            parts.append(conv_layer_rows(encoder, k, h[s:s + batch_size], t[np.maximum(ids, 0)],
+                                         ids, nb_weights[s:s + batch_size]))
+        h = np.concatenate(parts)
+        bar.update(n)
+    out = np.concatenate([output_layer_rows(encoder, h[s:s + batch_size]) for s in starts])
+    bar.update(n)
+    bar.close()
+    return out.astype(np.float32)

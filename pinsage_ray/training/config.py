@@ -1,0 +1,126 @@
+"""``TrainConfig``: every knob of PinSage training, with defaults and a reason for each.
+
+The library takes this dataclass; the CLI builds it from flags (``pinsage-ray train --help``)
+and :meth:`TrainConfig.from_dict` from JSON/YAML. ``__post_init__`` checks every field and
+says how to fix a bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+POSITIVES = ("auto", "walks", "sequence")
+NEGATIVE_SAMPLING = ("uniform", "degree")
+
+
+@dataclass
+class NeighborConfig:
+    """Importance neighbourhoods (paper section 3.1)."""
+
+    num_walks: int = 50        # walks per node; visit counts estimate importance
+    walk_length: int = 2       # item->group->item steps per walk
+    restart_prob: float = 0.5  # jump back to the node after each step (keeps it local)
+    top_t: int = 10            # T: neighbours kept per node
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "num_walks", "walk_length", "top_t")
+        if not 0.0 <= self.restart_prob < 1.0:
+            raise ValueError(f"NeighborConfig.restart_prob={self.restart_prob!r}; "
+                             "expected a float in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    """PinSage training configuration (sections 3.2-3.3 of the paper)."""
+
+    # model
+    hidden_dim: int = 64           # width of every convolution
+    embedding_dim: int = 64        # output embedding size
+    num_layers: int = 2            # K stacked convolutions
+    pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
+    neighbors: NeighborConfig = field(default_factory=NeighborConfig)
+    # data
+    positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present
+    positive_walk_length: int = 1  # 'walks' positives: steps from query (1 = shares a group)
+    pairs_per_item: int = 4        # 'walks' positives drawn per item per epoch pool
+    val_fraction: float = 0.05     # held-out pairs for per-epoch hit@10 / MRR
+    max_val_pairs: int = 2000      # cap on evaluated pairs (evaluation cost)
+    # negatives (section 3.3)
+    num_shared_negatives: int = 500  # easy negatives shared by the whole minibatch
+    negative_sampling: str = "degree"  # 'uniform' or 'degree' (degree ** 0.75)
+    max_hard_negatives: int = 6    # curriculum cap: epoch n uses min(n - 1, cap) per query
+    hard_band: tuple[float, float] = (0.02, 0.2)  # PPR ranks (fractions of items, or ints)
+    hard_num_walks: int = 100      # walks per query for the PPR estimate
+    # optimisation
+    num_epochs: int = 5
+    batch_size: int = 256          # queries per minibatch per worker
+    batches_per_epoch: int = 0     # 0 = one pass over the training pairs
+    lr: float = 1e-3
+    warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps
+    weight_decay: float = 0.0
+    margin: float = 0.1
+    grad_clip: float = 0.0         # 0 = no clipping
+    # execution
+    num_workers: int = 1           # Ray Train workers (data parallel)
+    use_gpu: bool = False
+    num_shards: int = 0            # 0 = producers walk in-process; >0 = sharded walk service
+    num_producers: int = 1         # batch-producer actors per training worker
+    prefetch: int = 4              # batches in flight per worker (0 = strictly sequential)
+    max_failures: int = 2          # worker failures recovered from the last checkpoint
+    eval_k: int = 10               # hit@k reported per epoch
+    eval_max_items: int = 200_000  # exact search over all items up to this size, else a sample
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.neighbors, dict):
+            self.neighbors = NeighborConfig(**self.neighbors)
+        self.hard_band = tuple(self.hard_band)  # type: ignore[assignment]
+        _positive_int(self, "hidden_dim", "embedding_dim", "num_layers", "num_epochs",
+                      "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
+                      "num_producers", "positive_walk_length", "pairs_per_item")
+        _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
+                          "num_shards", "prefetch", "max_failures", "seed")
+        if self.pooling not in ("importance", "mean"):
+            raise ValueError(f"TrainConfig.pooling={self.pooling!r}; use 'importance' or 'mean'")
+        if self.positives not in POSITIVES:
+            raise ValueError(f"TrainConfig.positives={self.positives!r}; use one of {POSITIVES}")
+        if self.negative_sampling not in NEGATIVE_SAMPLING:
+            raise ValueError(f"TrainConfig.negative_sampling={self.negative_sampling!r}; "
+                             f"use one of {NEGATIVE_SAMPLING}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r}; expected [0, 0.5)")
+        if len(self.hard_band) != 2:
+            raise ValueError(f"TrainConfig.hard_band={self.hard_band!r}; expected (lo, hi)")
+        for name in ("lr", "margin"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; must be > 0")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"TrainConfig.warmup_fraction={self.warmup_fraction!r}; "
+                             "expected [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _positive_int(obj: object, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{type(obj).__name__}.{name}={v!r}; expected an integer >= 1")
+
+
+def _non_negative_int(obj: object, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{type(obj).__name__}.{name}={v!r}; expected an integer >= 0")

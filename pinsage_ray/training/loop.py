@@ -1,0 +1,159 @@
+"""The per-worker training loop run by Ray Train (paper sections 3.2-3.3).
+
+Each worker wraps the encoder in DDP (gloo on CPU, nccl on GPU, via
+``ray.train.torch.prepare_model``), consumes its own stream of minibatches from its producer
+actors, and optimises the max-margin loss with Adam under linear warm-up and decay. After
+every epoch rank 0 evaluates on the held-out pairs (hit@k and MRR by exact search over all
+items) and saves a checkpoint (model, optimiser, scheduler, epoch, configs, metrics history,
+id map); every rank reports so Ray Train can keep the workers in step. On a restart the loop
+resumes from ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
+from pinsage_ray.model.loss import margin_stats, max_margin_loss
+from pinsage_ray.model.schedule import hard_negatives_for_epoch, warmup_linear_decay
+from pinsage_ray.training.batches import TrainBatch
+from pinsage_ray.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+def batch_loss(emb: torch.Tensor, batch: TrainBatch, margin: float) -> torch.Tensor:
+    """Max-margin loss of a packed batch given the embeddings of its output nodes."""
+    hard = batch.hard
+    hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
+    return max_margin_loss(emb[batch.query], emb[batch.positive], emb[batch.shared], hard_emb,
+                           hard >= 0 if hard.shape[1] else None, margin)
+
+
+def evaluate_embeddings(emb: np.ndarray, val_q: np.ndarray, val_p: np.ndarray,
+                        k: int) -> dict[str, float]:
+    """Hit@k and MRR of held-out pairs by exact search over all items (query excluded)."""
+    from pinsage_ray.evaluation.protocols import evaluate_pairs
+
+    table = torch.from_numpy(emb)
+
+    def scores(q: np.ndarray) -> np.ndarray:
+        return (table[torch.from_numpy(q)] @ table.T).numpy()
+
+    out = evaluate_pairs(scores, val_q, val_p, ks=(k,), batch_size=256)
+    return {f"val_hit_at_{k}": float(out[f"hit@{k}"]), "val_mrr": float(out["mrr"])}
+
+
+def _unwrap(model: torch.nn.Module) -> PinSageEncoder:
+    return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Body of every Ray Train worker. ``loop_config`` comes from :func:`pinsage_ray.train`."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from pinsage_ray.inference.layerwise import embed_all
+    from pinsage_ray.training.producer import batch_stream
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = TrainConfig.from_dict(loop_config["train"])
+    torch.set_num_threads(int(loop_config.get("threads", 1)))
+    torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0)
+    model_cfg = ModelConfig.from_dict(loop_config["model"])
+    model = ray.train.torch.prepare_model(PinSageEncoder(model_cfg))
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_batches = int(loop_config["num_batches"])
+    total = n_batches * cfg.num_epochs
+    sched = warmup_linear_decay(opt, int(cfg.warmup_fraction * total), total)
+    start_epoch, history = 1, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), map_location=device,
+                               weights_only=False)
+        _unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        if rank == 0:
+            logger.info("resumed from epoch %d", state["epoch"])
+    producers = loop_config["producers"][rank]
+    eval_data = ray.get(loop_config["eval_ref"]) if rank == 0 else None
+
+    for epoch in range(start_epoch, cfg.num_epochs + 1):
+        hard_k = hard_negatives_for_epoch(epoch, cfg.max_hard_negatives)
+        model.train()
+        t0, wait, losses, stats, examples = time.perf_counter(), 0.0, [], [], 0
+        stream = batch_stream(producers, epoch, 0, n_batches, cfg.prefetch)
+        while True:
+            tw = time.perf_counter()
+            batch = next(stream, None)
+            wait += time.perf_counter() - tw
+            if batch is None:
+                break
+            batch = batch.to(device)
+            emb = model(batch.inp)
+            loss = batch_loss(emb, batch, cfg.margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            examples += batch.num_examples
+            if len(losses) % 20 == 1:
+                with torch.no_grad():
+                    stats.append(margin_stats(emb[batch.query], emb[batch.positive],
+                                              emb[batch.shared], margin=cfg.margin))
+        seconds = time.perf_counter() - t0
+        metrics: dict[str, Any] = {
+            "epoch": epoch, "loss": float(np.mean(losses)), "hard_negatives": hard_k,
+            "examples_per_s": examples / seconds, "epoch_seconds": seconds,
+            "wait_fraction": wait / seconds, "lr": float(sched.get_last_lr()[0]),
+            "violated_fraction": float(np.mean([s.get("violated_fraction", np.nan)
+                                                for s in stats])) if stats else float("nan"),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                encoder = _unwrap(model)
+                if eval_data is not None:
+                    t1 = time.perf_counter()
+                    emb_all = embed_all(encoder, eval_data["features"], eval_data["degree"],
+                                        eval_data["nb_ids"], eval_data["nb_weights"])
+                    metrics.update(evaluate_embeddings(emb_all, eval_data["val_q"],
+                                                       eval_data["val_p"], cfg.eval_k))
+                    metrics["eval_seconds"] = time.perf_counter() - t1
+                history.append(metrics)
+                torch.save({"model": encoder.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch,
+                            "history": history, "train_config": cfg.to_dict(),
+                            "model_config": model_cfg.to_dict()},
+                           os.path.join(tmp, STATE_FILE))
+                with open(os.path.join(tmp, "metrics.json"), "w") as f:
+                    json.dump(metrics, f)
+                shutil.copy(loop_config["item_ids_path"], os.path.join(tmp, "item_ids.parquet"))
+                checkpoint = Checkpoint.from_directory(tmp)
+                logger.info("epoch %d/%d: loss %.4f, %.0f examples/s/worker, hard negatives %d,"
+                            " wait %.0f%%%s", epoch, cfg.num_epochs, metrics["loss"],
+                            metrics["examples_per_s"], hard_k, 100 * metrics["wait_fraction"],
+                            "".join(f", {k} {v:.4f}" for k, v in metrics.items()
+                                    if k.startswith("val_")))
+            ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,126 @@
+"""Producer-consumer minibatches (paper section 3.2): batch construction overlaps training.
+
+A :class:`BatchProducer` builds the minibatches of one training worker: batch ``i`` of epoch
+``e`` is a pure function of (seed, rank, e, i), so batches are reproducible, resumable and
+identical whether built ahead of time or not. Wrapped as a Ray actor it works *ahead* of the
+trainer: :func:`batch_stream` keeps ``prefetch`` requests queued at the producer actors, so
+while the trainer runs step i the producers are already building steps i+1..i+prefetch (a
+bounded queue: at most ``prefetch`` finished batches wait in the object store).
+``prefetch=0`` is the strictly sequential baseline (request, wait, train).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from pinsage_ray.graph.store import GraphStore
+from pinsage_ray.model.schedule import hard_negatives_for_epoch
+from pinsage_ray.sampling.aggregate import Neighborhood
+from pinsage_ray.sampling.api import WalkService
+from pinsage_ray.training.batches import BatchBuilder, TrainBatch
+from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.pairs import PairSplit
+
+logger = logging.getLogger(__name__)
+
+
+def batch_seed(seed: int, rank: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, epoch, index]).generate_state(1)[0])
+
+
+def batches_per_epoch(num_train_pairs: int, config: TrainConfig) -> int:
+    """Batches every worker runs per epoch (equal across ranks, as DDP requires)."""
+    if config.batches_per_epoch:
+        return config.batches_per_epoch
+    per_rank = num_train_pairs // max(config.num_workers, 1)
+    return max(1, -(-per_rank // config.batch_size))
+
+
+class BatchProducer:
+    """Builds one worker's minibatches (plain class; Ray wraps it as an actor).
+
+    Args:
+        graph_dir: graph directory.
+        config: training configuration (a dict is accepted, for remote construction).
+        pairs: the positive pairs; this producer uses the training pairs of ``rank``.
+        rank: training worker rank; ``world``: number of workers.
+        walker: a walk service (e.g. a ``ShardedGraph``); None = an in-process walker.
+    """
+
+    def __init__(self, graph_dir: str | os.PathLike, config: TrainConfig | dict,
+                 pairs: PairSplit, rank: int = 0, world: int = 1,
+                 walker: WalkService | None = None) -> None:
+        from pinsage_ray.sampling.local import LocalWalker
+
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        store = GraphStore(graph_dir)
+        self.walker = walker if walker is not None else LocalWalker(graph_dir)
+        feats = store.features()
+        self.builder = BatchBuilder(self.walker, None if feats is None else np.asarray(feats),
+                                    store.degrees("item"), self.config)
+        self.rank, self.world = rank, world
+        self.q = pairs.train_q[rank::world]
+        self.p = pairs.train_p[rank::world]
+        self.num_batches = batches_per_epoch(len(pairs.train_q), self.config)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"rank": self.rank, "pairs": int(len(self.q)), "num_batches": self.num_batches,
+                "pid": os.getpid()}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            rng = np.random.default_rng([self.config.seed, self.rank, epoch, 5])
+            self._perm = (epoch, rng.permutation(len(self.q)))
+        return self._perm[1]
+
+    def batch(self, epoch: int, index: int) -> TrainBatch:
+        """Minibatch ``index`` of ``epoch`` (1-based epochs; wraps around the pairs)."""
+        b = self.config.batch_size
+        order = self._order(epoch)
+        sl = order[np.arange(index * b, (index + 1) * b) % len(order)]
+        hard_k = hard_negatives_for_epoch(epoch, self.config.max_hard_negatives)
+        return self.builder.build(self.q[sl], self.p[sl], hard_k, epoch,
+                                  batch_seed(self.config.seed, self.rank, epoch, index))
+
+    def eval_neighbors(self, seed: int) -> Neighborhood:
+        """Importance neighbourhoods of all items for evaluation (fixed by ``seed``)."""
+        nc = self.config.neighbors
+        return self.walker.importance_neighbors(
+            np.arange(self.walker.num_items), num_walks=nc.num_walks, walk_length=nc.walk_length,
+            restart_prob=nc.restart_prob, top_t=nc.top_t, seed=seed)
+
+
+def batch_stream(producers: Sequence[Any], epoch: int, start: int, stop: int,
+                 prefetch: int) -> Iterator[TrainBatch]:
+    """Yield batches ``start..stop-1`` of ``epoch`` from producer actors, ``prefetch`` ahead.
+
+    Batch i comes from ``producers[i % len(producers)]``. With ``prefetch == 0`` each batch is
+    requested only when the previous one has been consumed (no overlap).
+    """
+    import ray
+
+    def request(i: int) -> Any:
+        return producers[i % len(producers)].batch.remote(epoch, i)
+
+    if prefetch <= 0:
+        for i in range(start, stop):
+            yield ray.get(request(i))
+        return
+    pending: collections.deque = collections.deque()
+    nxt = start
+    while nxt < stop and len(pending) < prefetch:
+        pending.append(request(nxt))
+        nxt += 1
+    while pending:
+        ref = pending.popleft()
+        if nxt < stop:
+            pending.append(request(nxt))
+            nxt += 1
+        yield ray.get(ref)

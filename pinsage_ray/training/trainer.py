@@ -1,0 +1,228 @@
+"""``pinsage_ray.train``: the driver that wires walks, producers and Ray Train together.
+
+1. Positive pairs are built once (sequence- or walk-based) and split; the validation pairs and
+   the evaluation neighbourhoods go to rank 0 through the object store.
+2. Optionally a sharded walk service starts (``num_shards > 0``); batch-producer actors
+   (``num_producers`` per worker, ``num_cpus=0`` so they never starve the Train workers) use it
+   or an in-process walker each.
+3. ``TorchTrainer`` runs :func:`pinsage_ray.training.loop.train_loop` on ``num_workers``
+   workers with a checkpoint per epoch; ``FailureConfig(max_failures)`` restarts failed workers
+   from the last checkpoint, and running again with the same ``run_dir`` resumes.
+4. The best epoch's checkpoint (by validation hit@k) is copied to ``run_dir/model`` and the
+   metrics history to ``run_dir/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pinsage_ray import _io
+from pinsage_ray.graph.store import GraphStore
+from pinsage_ray.model.encoder import ModelConfig
+from pinsage_ray.model.schedule import curriculum_table
+from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.pairs import make_pairs
+from pinsage_ray.training.producer import BatchProducer, batches_per_epoch
+
+logger = logging.getLogger(__name__)
+
+EVAL_NEIGHBOR_SEED = 1234567
+#: Fields a resumed run may change: more epochs (the LR schedule is recomputed for the new
+#: total), and how the work is executed.
+RESUMABLE_CHANGES = ("num_epochs", "num_workers", "use_gpu", "num_shards", "num_producers",
+                     "prefetch", "max_failures")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        run_dir: the run directory.
+        model_dir: ``run_dir/model``: the best checkpoint, ready for inference.
+        history: per-epoch metrics (loss, examples/s, hard negatives, val hit@k, val MRR...).
+        best: the metrics of the epoch whose checkpoint is in ``model_dir``.
+    """
+
+    run_dir: str
+    model_dir: str
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+
+
+def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
+                       hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
+                       num_layers=cfg.num_layers, pooling=cfg.pooling)
+
+
+def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
+          *, address: str | None = None, num_cpus: int | None = None) -> TrainResult:
+    """Train PinSage on a graph directory with Ray Train.
+
+    Args:
+        graph_dir: graph directory from :func:`pinsage_ray.prepare` (shared storage on a
+            cluster).
+        config: training configuration (defaults when None).
+        run_dir: where checkpoints, ``metrics.jsonl`` and the final ``model/`` go; rerunning
+            with the same directory resumes from its last checkpoint.
+        address: Ray address (default: a new local instance, or ``RAY_ADDRESS``).
+        num_cpus: CPUs of a new local Ray instance.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pinsage_ray.ray_utils import init_ray
+    from pinsage_ray.sampling.local import LocalWalker
+    from pinsage_ray.training.loop import train_loop
+
+    cfg = config or TrainConfig()
+    store = GraphStore(graph_dir)
+    graph_uri = os.fspath(graph_dir) if "://" in os.fspath(graph_dir) else os.path.abspath(graph_dir)
+    run_uri = os.fspath(run_dir) if "://" in os.fspath(run_dir) else os.path.abspath(run_dir)
+    fs, run_path = _io.resolve(run_uri)
+    fs.create_dir(run_path, recursive=True)
+    _check_same_config(fs, run_path, cfg, graph_uri)
+    init_ray(address, num_cpus=num_cpus)
+    logger.info("hard-negative curriculum by epoch: %s",
+                curriculum_table(cfg.num_epochs, cfg.max_hard_negatives))
+
+    sharded = None
+    if cfg.num_shards > 0:
+        from pinsage_ray.sampling.service import ShardedGraph
+
+        sharded = ShardedGraph(graph_uri, cfg.num_shards)
+    try:
+        walker = sharded if sharded is not None else LocalWalker(graph_uri)
+        pairs = make_pairs(store, walker, positives=cfg.positives,
+                           pairs_per_item=cfg.pairs_per_item,
+                           walk_length=cfg.positive_walk_length, val_fraction=cfg.val_fraction,
+                           seed=cfg.seed)
+        pairs_ref = ray.put(pairs)
+        producer_cls = ray.remote(BatchProducer).options(num_cpus=0, max_restarts=2,
+                                                         max_task_retries=2)
+        workers = max(cfg.num_workers, 1)
+        producers = [[producer_cls.remote(graph_uri, cfg.to_dict(), pairs_ref, r, workers,
+                                          sharded) for _ in range(cfg.num_producers)]
+                     for r in range(workers)]
+        eval_ref = _eval_data(store, cfg, pairs, producers[0][0])
+        loop_config = {
+            "train": cfg.to_dict(), "model": model_config_for(store, cfg).to_dict(),
+            "producers": producers, "eval_ref": eval_ref,
+            "num_batches": batches_per_epoch(len(pairs.train_q), cfg),
+            "item_ids_path": _item_ids_local_copy(store, fs, run_path),
+            "threads": max(1, (os.cpu_count() or 1) // workers) if cfg.num_workers <= 1 else 1,
+        }
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+            run_config=RunConfig(
+                name="train", storage_path=run_uri,
+                failure_config=FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=None)))
+        result = trainer.fit()
+    finally:
+        if sharded is not None:
+            sharded.shutdown()
+    if result.error is not None:
+        raise result.error
+    return _finish(result, fs, run_path, run_uri, graph_uri, pairs.summary())
+
+
+def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str) -> None:
+    """Write run.json, or refuse to resume a run directory with another config or graph."""
+    path = _io.join(run_path, "run.json")
+    current = {"train_config": cfg.to_dict(), "graph_dir": graph_uri}
+    if _io.exists(fs, path):
+        previous = _io.read_json(fs, path)
+        now = json.loads(json.dumps(current))
+        for run in (previous, now):  # these may change between resumed runs
+            for key in RESUMABLE_CHANGES:
+                run["train_config"].pop(key, None)
+        if now != previous:
+            diff = sorted(k for k in now["train_config"]
+                          if now["train_config"][k] != previous["train_config"].get(k))
+            raise ValueError(
+                f"run_dir {run_path!r} holds a run with a different graph or config (fields "
+                f"{diff or ['graph_dir']}); use a new run_dir, or the same config to resume it")
+        logger.info("resuming the run in %s", run_path)
+    _io.write_json(fs, path, current)
+
+
+def _item_ids_local_copy(store: GraphStore, fs: Any, run_path: str) -> str:
+    """Id map (contiguous -> original) saved next to the run, for checkpoints to carry."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _io.join(run_path, "item_ids.parquet")
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": store.item_ids}), sink)
+    _io.write_bytes(fs, path, sink.getvalue().to_pybytes())
+    return path
+
+
+def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, producer: Any) -> Any:
+    """Object ref of what rank 0 needs to evaluate (None when the graph is too large)."""
+    import ray
+
+    if store.num_items > cfg.eval_max_items or len(pairs.val_q) == 0:
+        logger.info("per-epoch evaluation off (%d items > eval_max_items or no val pairs); "
+                    "run `pinsage-ray evaluate` after training", store.num_items)
+        return ray.put(None)
+    nb = ray.get(producer.eval_neighbors.remote(EVAL_NEIGHBOR_SEED))
+    feats = store.features()
+    n = min(len(pairs.val_q), cfg.max_val_pairs)
+    return ray.put({"features": None if feats is None else np.asarray(feats),
+                    "degree": store.degrees("item"), "nb_ids": nb.ids,
+                    "nb_weights": nb.weights, "val_q": pairs.val_q[:n], "val_p": pairs.val_p[:n]})
+
+
+def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
+            pairs_summary: dict) -> TrainResult:
+    """Copy the best checkpoint to run_dir/model and write metrics.jsonl."""
+    import torch
+
+    ckpts = sorted(result.best_checkpoints, key=lambda cm: cm[1].get("epoch", 0))
+    if not ckpts:
+        raise RuntimeError(f"training in {run_uri} reported no checkpoint")
+    with ckpts[-1][0].as_directory() as d:
+        history = torch.load(os.path.join(d, "state.pt"), weights_only=False)["history"]
+    score_key = next((k for k in history[-1] if k.startswith("val_hit_at_")), None)
+    best_epoch = (max(history, key=lambda m: m[score_key])["epoch"] if score_key
+                  else history[-1]["epoch"])
+    best_ckpt = next((c for c, m in ckpts if m.get("epoch") == best_epoch), ckpts[-1][0])
+    best = next(m for m in history if m["epoch"] == best_epoch)
+    lines = "".join(json.dumps(m) + "\n" for m in history).encode()
+    _io.write_bytes(fs, _io.join(run_path, "metrics.jsonl"), lines)
+    model_dir = _io.join(run_path, "model")
+    with best_ckpt.as_directory() as d, _io.atomic_directory(model_dir, overwrite=True) as tmp:
+        state = torch.load(os.path.join(d, "state.pt"), weights_only=False)
+        _io.write_bytes(fs, _io.join(tmp, "model.pt"), _state_bytes(state["model"]))
+        with open(os.path.join(d, "item_ids.parquet"), "rb") as f:
+            _io.write_bytes(fs, _io.join(tmp, "item_ids.parquet"), f.read())
+        _io.write_json(fs, _io.join(tmp, "model.json"), {
+            "model_config": state["model_config"], "train_config": state["train_config"],
+            "graph_dir": graph_uri, "epoch": state["epoch"], "metrics": best,
+            "pairs": pairs_summary})
+    logger.info("best epoch %d copied to %s", best_epoch, model_dir)
+    return TrainResult(run_uri, model_dir, history, best)
+
+
+def _state_bytes(state_dict: dict) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    return buf.getvalue()

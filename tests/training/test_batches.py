@@ -1,0 +1,122 @@
+"""Minibatch construction without Ray: pairs, leakage rule, hard negatives, curriculum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pinsage_ray.data.types import RawDataset
+from pinsage_ray.graph import GraphStore, prepare
+from pinsage_ray.sampling.aggregate import Neighborhood
+from pinsage_ray.sampling.local import LocalWalker
+from pinsage_ray.training import BatchProducer, TrainConfig, make_pairs
+from pinsage_ray.training.batches import remove_links
+from pinsage_ray.training.pairs import sequence_pairs
+
+
+@pytest.fixture(scope="module")
+def setup(planted_graph):
+    store = GraphStore(planted_graph)
+    walker = LocalWalker(planted_graph)
+    cfg = TrainConfig(batch_size=32, num_shared_negatives=40, max_hard_negatives=3,
+                      hard_band=(10, 100), seed=3)
+    pairs = make_pairs(store, walker, positives="walks", val_fraction=0.1, seed=3)
+    return store, walker, cfg, pairs
+
+
+def test_sequence_pairs_follow_time_order(tmp_path):
+    ds = RawDataset("s", pa.table({"item": [1, 2, 3, 4, 2], "group": [0, 0, 0, 1, 1],
+                                   "timestamp": [3, 1, 2, 5, 4]}))
+    store = prepare(ds, tmp_path / "g")
+    q, p = sequence_pairs(store)
+    ids = np.asarray(store.item_ids)
+    # group 0 in time order: 2, 3, 1 ; group 1: 2, 4
+    assert sorted(zip(ids[q].tolist(), ids[p].tolist())) == [(2, 3), (2, 4), (3, 1)]
+
+
+def test_pairs_split_disjoint_and_valid(setup):
+    store, _, _, pairs = setup
+    assert (pairs.train_q != pairs.train_p).all()
+    train = set(zip(pairs.train_q.tolist(), pairs.train_p.tolist()))
+    val = set(zip(pairs.val_q.tolist(), pairs.val_p.tolist()))
+    assert not train & val and len(val) > 0
+    assert pairs.source == "walks"
+
+
+def test_remove_links_by_hand():
+    nb = Neighborhood(np.array([[5, 6, 7], [1, -1, -1]]), np.array([[.5, .3, .2], [1, 0, 0]],
+                                                                     np.float32),
+                      np.array([[5, 3, 2], [4, 0, 0]]))
+    assert remove_links(nb, np.array([0, 1]), np.array([6, 9])) == 1
+    assert nb.ids.tolist() == [[5, -1, 7], [1, -1, -1]]
+    assert np.allclose(nb.weights[0], [5 / 7, 0, 2 / 7])
+
+
+
+
+def test_batch_structure_leakage_and_hard_negatives(setup):
+    store, walker, cfg, pairs = setup
+    producer = BatchProducer(store.uri, cfg, pairs)
+    batch = producer.batch(epoch=3, index=0)  # epoch 3: 2 hard negatives per query
+    inp = batch.inp
+    assert len(inp.blocks) == cfg.num_layers
+    assert inp.blocks[0].num_src == len(inp.node_ids)
+    for lower, upper in zip(inp.blocks, inp.blocks[1:]):
+        assert upper.num_src == lower.num_dst
+    out_nodes = inp.node_ids[: inp.blocks[-1].num_dst].numpy()
+    q = out_nodes[batch.query.numpy()]
+    p = out_nodes[batch.positive.numpy()]
+    assert batch.num_examples == cfg.batch_size and (q != p).all()
+    # leakage: at every layer, the positive is not a neighbour of its query and vice versa
+    for block in inp.blocks:
+        nbrs = block.neighbors.numpy()
+        src_ids = inp.node_ids[: block.num_src].numpy()
+        pos_in_dst = {int(n): i for i, n in enumerate(src_ids[: block.num_dst])}
+        for a, b in zip(q, p):
+            for x, y in ((a, b), (b, a)):
+                row = nbrs[pos_in_dst[int(x)]]
+                assert int(y) not in set(src_ids[row[row >= 0]].tolist())
+    # hard negatives: 2 per query (curriculum), never the query or its positive, in the band
+    hard = batch.hard.numpy()
+    assert hard.shape == (cfg.batch_size, 2)
+    hard_ids = np.where(hard >= 0, out_nodes[np.maximum(hard, 0)], -1)
+    assert (hard_ids != q[:, None]).all() and (hard_ids != p[:, None]).all()
+    # the padded neighbour slots carry zero weight, real rows sum to one
+    w = inp.blocks[-1].weights.numpy()
+    real = inp.blocks[-1].neighbors.numpy() >= 0
+    assert np.all(w[~real] == 0)
+    assert np.allclose(w.sum(1)[real.any(1)], 1.0, atol=1e-5)
+
+
+def test_curriculum_and_determinism(setup):
+    store, _, cfg, pairs = setup
+    producer = BatchProducer(store.uri, cfg, pairs)
+    assert producer.batch(1, 0).hard.shape[1] == 0
+    assert producer.batch(2, 0).hard.shape[1] == 1
+    assert producer.batch(9, 0).hard.shape[1] == cfg.max_hard_negatives
+    a, b = producer.batch(2, 1), BatchProducer(store.uri, cfg, pairs).batch(2, 1)
+    assert np.array_equal(a.inp.node_ids.numpy(), b.inp.node_ids.numpy())
+    assert np.array_equal(a.hard.numpy(), b.hard.numpy())
+    other = producer.batch(2, 2)
+    assert not np.array_equal(a.query.numpy(), other.query.numpy()) or \
+        not np.array_equal(a.inp.node_ids.numpy(), other.inp.node_ids.numpy())
+
+
+def test_ranks_get_disjoint_pairs(setup):
+    store, _, cfg, pairs = setup
+    r0 = BatchProducer(store.uri, cfg, pairs, rank=0, world=2)
+    r1 = BatchProducer(store.uri, cfg, pairs, rank=1, world=2)
+    assert set(r0.q * 10_000 + r0.p).isdisjoint(set(r1.q * 10_000 + r1.p))
+    assert r0.num_batches == r1.num_batches
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="positives"):
+        TrainConfig(positives="clicks")
+    with pytest.raises(ValueError, match="unknown TrainConfig"):
+        TrainConfig.from_dict({"epochs": 3})
+    cfg = TrainConfig(neighbors={"top_t": 5})
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
