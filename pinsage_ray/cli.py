@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -194,6 +196,88 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- embed / index
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--graph-dir", help="override the training graph's location")
+    p.add_argument("--mode", choices=["auto", "ray", "local"], default="auto",
+                   help="ray: Ray Data layer passes; local: one process (default: auto)")
+    p.add_argument("--num-shards", type=int, default=0, help="walk shards (0 = in process)")
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--num-actors", type=int, default=1)
+    p.add_argument("--address", help="Ray address (default: a new local instance)")
+
+
+@command("embed", _embed_args)
+def _embed(args: argparse.Namespace) -> int:
+    """Embed every item layer by layer (writes RUN_DIR/embeddings)."""
+    from pinsage_ray.inference.pipeline import embed
+
+    if args.address or args.mode == "ray" or args.num_shards:
+        from pinsage_ray.ray_utils import init_ray
+
+        init_ray(args.address)
+    res = embed(args.run_dir, graph_dir=args.graph_dir, mode=args.mode,
+                num_shards=args.num_shards, batch_size=args.batch_size,
+                num_actors=args.num_actors, show_progress=True)
+    print(json.dumps(vars(res), indent=2))
+    return 0
+
+
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--space", choices=["cosine", "ip", "l2"], default="cosine")
+    p.add_argument("--M", type=int, default=16)
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--ef", type=int, default=None, help="default: smallest with recall >= target")
+    p.add_argument("--target-recall", type=float, default=0.95)
+
+
+@command("index", _index_args)
+def _index(args: argparse.Namespace) -> int:
+    """Build the HNSW index over RUN_DIR/embeddings (writes RUN_DIR/index)."""
+    from pinsage_ray.index import HNSWConfig
+    from pinsage_ray.recommender import build_index
+
+    cfg = HNSWConfig(space=args.space, M=args.M, ef_construction=args.ef_construction,
+                     ef=args.ef, target_recall=args.target_recall)
+    index = build_index(args.run_dir, cfg, show_progress=True)
+    print(json.dumps({k: index.manifest.get(k) for k in
+                      ("count", "dim", "space", "ef", "recall_at_k", "build_seconds")}, indent=2))
+    return 0
+
+
+def _recommend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--item", action="append", help="related items for this original id "
+                   "(repeatable)")
+    p.add_argument("--group-items", help="comma-separated item ids of one group: recommend "
+                   "for the group")
+    p.add_argument("-k", type=int, default=10)
+
+
+@command("recommend", _recommend_args)
+def _recommend(args: argparse.Namespace) -> int:
+    """Related items for --item ids, or recommendations for --group-items."""
+    from pinsage_ray.recommender import Recommender
+
+    rec = Recommender.load(args.run_dir)
+    typ = rec.ids.dtype
+
+    def cast(v: str) -> object:
+        return int(v) if np.issubdtype(typ, np.integer) else v
+
+    if not args.item and not args.group_items:
+        raise ValueError("give --item ID (repeatable) or --group-items ID,ID,...")
+    for item in args.item or []:
+        print(json.dumps({"item": cast(item), "similar": rec.similar_items(cast(item), args.k)}))
+    if args.group_items:
+        items = [cast(v) for v in args.group_items.split(",") if v]
+        print(json.dumps({"group_items": items,
+                          "recommended": rec.recommend_for_group(items, args.k)}))
+    return 0
+
+
 # --------------------------------------------------------------------------- quickstart
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="pinsage-quickstart",
@@ -201,6 +285,7 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", type=int, default=5_000)
     p.add_argument("--groups", type=int, default=4_000)
     p.add_argument("--num-shards", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -210,9 +295,30 @@ def _quickstart(args: argparse.Namespace) -> int:
     from pinsage_ray.quickstart import run_quickstart
 
     report = run_quickstart(args.workdir, num_items=args.items, num_groups=args.groups,
-                            num_shards=args.num_shards, seed=args.seed)
-    print(json.dumps(report, indent=2, default=str))
+                            num_shards=args.num_shards, num_epochs=args.epochs,
+                            seed=args.seed)
+    print(format_quickstart(report))
     return 0
+
+
+def format_quickstart(report: dict) -> str:
+    """A short human-readable summary of :func:`run_quickstart`'s report."""
+    g, ev, ix = report["graph"], report["evaluation"], report["index"]
+    lines = [f"graph: {g['items']} items, {g['groups']} groups, {g['edges']} edges "
+             f"(in {report['workdir']})", "training:"]
+    for m in report["training"]:
+        lines.append(f"  epoch {m['epoch']}: loss {m['loss']:.4f}, hard negatives "
+                     f"{m['hard_negatives']}, {m['examples_per_s']:.0f} examples/s, "
+                     f"val hit@10 {m.get('val_hit_at_10', float('nan')):.4f}")
+    lines.append(f"index: {ix['items']} items, ef={ix['ef']}, recall@10 {ix['recall_at_10']}")
+    lines.append(f"related items in the same planted community: "
+                 f"{ev['related_items_same_community']:.1%} (chance {ev['chance']:.1%})")
+    for ex in report["examples"]:
+        sims = ", ".join(f"{j} (c{c}, {s:.3f})" for j, c, s in ex["similar"])
+        lines.append(f"  item {ex['item']} (community {ex['community']}) -> {sims}")
+    lines.append(f"done in {report['seconds']}s; try: pinsage-ray recommend "
+                 f"{report['workdir']}/run --item {report['examples'][0]['item']}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main

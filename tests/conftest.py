@@ -37,16 +37,19 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole test module (start-up costs 4-8 s)."""
+    """One local Ray instance for the whole test session (start-up costs 4-8 s).
+
+    Tests that start actors stop them; nothing else is kept between tests.
+    """
     import ray
 
     from pinsage_ray.ray_utils import init_ray
 
     if ray.is_initialized():
         ray.shutdown()
-    init_ray(num_cpus=2, object_store_memory=300 * 2**20)
+    init_ray(num_cpus=2, object_store_memory=400 * 2**20)
     try:
         from ray.data import DataContext
 
@@ -76,3 +79,48 @@ def planted_graph(planted_dataset, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("planted") / "graph"
     prepare(planted_dataset, path)
     return str(path)
+
+
+HELD_OUT = 12  # items removed from the graph before training (cold-start tests)
+
+
+@pytest.fixture(scope="session")
+def holdout(planted_dataset):
+    """The planted dataset minus ``HELD_OUT`` items (their edges dropped), and those items."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pinsage_ray.data.types import RawDataset
+
+    inter = planted_dataset.interactions
+    items = np.unique(inter.column("item").to_numpy())
+    held = np.random.default_rng(5).choice(items, HELD_OUT, replace=False)
+    keep = pc.invert(pc.is_in(inter.column("item"), value_set=pa.array(held)))
+    feats = planted_dataset.item_features
+    fkeep = pc.invert(pc.is_in(feats.column("item"), value_set=pa.array(held)))
+    labels = planted_dataset.item_labels
+    lkeep = pc.invert(pc.is_in(labels.column("item"), value_set=pa.array(held)))
+    train = RawDataset("planted-holdout", inter.filter(keep), feats.filter(fkeep), None,
+                       labels.filter(lkeep))
+    return train, held
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_session, holdout, tmp_path_factory) -> dict:
+    """A briefly trained, embedded and indexed run on the hold-out planted graph."""
+    from pinsage_ray.graph import prepare
+    from pinsage_ray.inference.pipeline import embed
+    from pinsage_ray.recommender import build_index
+    from pinsage_ray.training import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("trained")
+    graph = str(base / "graph")
+    prepare(holdout[0], graph)
+    cfg = TrainConfig(num_epochs=3, num_workers=1, batch_size=64, batches_per_epoch=25,
+                      num_shared_negatives=64, max_hard_negatives=2, hard_band=(0.05, 0.4),
+                      lr=3e-3, seed=2, neighbors={"num_walks": 30, "top_t": 8})
+    result = train(graph, cfg, base / "run")
+    embed(base / "run", mode="local")
+    build_index(base / "run")
+    return {"graph": graph, "run": str(base / "run"), "result": result}

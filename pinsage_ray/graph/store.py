@@ -202,20 +202,27 @@ class GraphStore:
         Raises:
             KeyError: naming the first unknown id.
         """
+        return self._index(self.item_ids, "item", original, argument)
+
+    def group_index(self, original: object, *, argument: str = "groups") -> np.ndarray:
+        """Contiguous ids of original group ids (a scalar or a sequence)."""
+        return self._index(self.group_ids, "group", original, argument)
+
+    def _index(self, known: pa.Array, side: str, original: object, argument: str) -> np.ndarray:
         values = pa.array(original if isinstance(original, (list, tuple, np.ndarray, pa.Array))
                           else [original])
-        if values.type != self.item_ids.type:
+        if values.type != known.type:
             try:
-                values = values.cast(self.item_ids.type)
+                values = values.cast(known.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise KeyError(
-                    f"{argument}: ids of type {values.type} cannot match this graph's item ids "
-                    f"of type {self.item_ids.type}"
+                    f"{argument}: ids of type {values.type} cannot match this graph's {side} ids "
+                    f"of type {known.type}"
                 ) from err
-        idx = pc.index_in(values, value_set=self.item_ids)
+        idx = pc.index_in(values, value_set=known)
         if idx.null_count:
             bad = values[pc.index(pc.is_null(idx), True).as_py()].as_py()
-            raise KeyError(f"{argument}: item id {bad!r} is not in graph {self.uri!r}")
+            raise KeyError(f"{argument}: {side} id {bad!r} is not in graph {self.uri!r}")
         return idx.to_numpy().astype(np.int64)
 
     def metadata(self) -> pa.Table | None:

@@ -14,6 +14,7 @@ layer, exactly as in training with a per-epoch neighbourhood table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -66,7 +67,9 @@ def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray) -> np.ndarray:
 
 def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.ndarray,
               nb_ids: np.ndarray, nb_weights: np.ndarray, *, batch_size: int = 65536,
-              show_progress: bool = False) -> np.ndarray:
+              show_progress: bool = False,
+              layer_sink: Callable[[int, np.ndarray, np.ndarray], None] | None = None
+              ) -> np.ndarray:
     """Embeddings of all items, each layer computed once for every item.
 
     Args:
@@ -74,6 +77,8 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
         features: float32 (N, F) or None.
         degree: (N,) item degrees.
         nb_ids, nb_weights: (N, T) importance neighbourhoods of every item.
+        layer_sink: called as ``sink(k, h_k, t_k)`` for k < K with every item's layer-k
+            vectors and their neighbour transform (kept for cold-start items).
 
     Returns:
         float32 (N, embedding_dim).
@@ -93,6 +98,8 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
     for k in range(encoder.num_layers):
         # map: transform every node once; reduce: pool each node's neighbours' rows.
         t = np.concatenate([transform_rows(encoder, k, h[s:s + batch_size]) for s in starts])
+        if layer_sink is not None:
+            layer_sink(k, h, t)
         parts = []
         for s in starts:
             ids = nb_ids[s:s + batch_size]

@@ -44,7 +44,7 @@ class Reducer:
 
     def __call__(self, w: Walkers, spec: WalkSpec, avoid: dict | None = None) -> dict:
         """Reduce walkers of whole queries. Returns ``{"positions": (q,), ...}`` arrays."""
-        order = np.argsort(w.walker, kind="stable")
+        order = np.argsort(w.walker)  # walker ids are unique: any sort gives one order
         walker = w.walker[order]
         positions = walker[:: spec.num_walks] // spec.num_walks
         if self.kind == "paths":

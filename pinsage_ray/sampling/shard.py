@@ -106,10 +106,11 @@ class Walkers:
         """Partition by destination shard (a list of length ``num_shards``)."""
         if num_shards == 1:
             return [self]
-        order = np.argsort(dest, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(dest, minlength=num_shards))])
-        return [self.take(order[bounds[s]:bounds[s + 1]]) if bounds[s + 1] > bounds[s] else None
-                for s in range(num_shards)]
+        parts: list[Walkers | None] = []
+        for s in range(num_shards):  # S passes beat one stable argsort for the few shards used
+            idx = np.flatnonzero(dest == s)
+            parts.append(self.take(idx) if len(idx) else None)
+        return parts
 
 
 class _Rows:

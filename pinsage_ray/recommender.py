@@ -1,0 +1,148 @@
+"""The user-facing recommender: related items and group recommendations from a trained run.
+
+``build_index(run_dir)`` puts the item embeddings of ``run_dir/embeddings`` into an HNSW index
+(``run_dir/index``, recall@10 measured against exact search at build time, ``ef`` chosen for
+recall >= 0.95). :class:`Recommender` loads both and answers in *original* item ids:
+
+* ``similar_items(item, k)``: nearest items by cosine similarity (the item itself excluded);
+* ``recommend_for_group(items, k)``: a group's (board's, user's, session's) items are pooled
+  into one query vector (mean, optionally recency-weighted) and its nearest items returned,
+  the group's own items excluded;
+* ``add_items(ids, features, groups)``: embeds items that were not in the graph (cold start)
+  and makes them retrievable without retraining.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pinsage_ray.inference.model_io import run_path
+
+logger = logging.getLogger(__name__)
+
+
+def build_index(run_dir: str | os.PathLike, config: Any = None, *,
+                show_progress: bool = False) -> Any:
+    """Build and save ``run_dir/index`` from ``run_dir/embeddings``; returns the index."""
+    from pinsage_ray.index import HNSWConfig, HNSWIndex
+    from pinsage_ray.inference.pipeline import load_embeddings
+
+    ids, emb = load_embeddings(run_dir)
+    index = HNSWIndex.build(emb, ids.to_numpy(zero_copy_only=False), config or HNSWConfig(),
+                            show_progress=show_progress)
+    index.save(run_path(run_dir, "index"))
+    logger.info("index: %d items, ef=%d, recall@10=%.3f", len(index), index.ef,
+                index.recall_at_k or float("nan"))
+    return index
+
+
+class Recommender:
+    """Related items from a run directory that has ``embeddings/`` and ``index/``.
+
+    Use :meth:`load`; results are lists of ``(original item id, cosine score)``.
+    """
+
+    def __init__(self, run_dir: str, index: Any, ids: np.ndarray, embeddings: np.ndarray) -> None:
+        self.run_dir = run_dir
+        self.index = index
+        self.ids = ids
+        self.embeddings = embeddings
+        self._position = {v: i for i, v in enumerate(ids.tolist())}
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None) -> Recommender:
+        """Load embeddings and the index (build it first with ``pinsage-ray index``)."""
+        from pinsage_ray.index import HNSWIndex
+        from pinsage_ray.inference.pipeline import load_embeddings
+
+        path = run_path(run_dir, "index")
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
+        index = HNSWIndex.load(path, ef=ef)
+        ids, emb = load_embeddings(run_dir)
+        return cls(run_path(run_dir), index, ids.to_numpy(zero_copy_only=False), emb)
+
+    def _rows(self, items: Sequence[Any], argument: str) -> np.ndarray:
+        try:
+            return np.array([self._position[i] for i in items], dtype=np.int64)
+        except KeyError as err:
+            raise KeyError(f"{argument}: item id {err.args[0]!r} is not in this run's "
+                           "embeddings (add new items with Recommender.add_items)") from None
+
+    def vector(self, item: Any) -> np.ndarray:
+        """The embedding of one item."""
+        return self.embeddings[self._rows([item], "item")[0]]
+
+    def similar_items(self, item: Any, k: int = 10,
+                      exclude: Sequence[Any] = ()) -> list[tuple[Any, float]]:
+        """The ``k`` items most similar to ``item`` (itself and ``exclude`` left out)."""
+        return self.similar_items_batch([item], k, [exclude])[0]
+
+    def similar_items_batch(self, items: Sequence[Any], k: int = 10,
+                            exclude: Sequence[Sequence[Any]] | None = None
+                            ) -> list[list[tuple[Any, float]]]:
+        """:meth:`similar_items` for many items in one index query."""
+        rows = self._rows(items, "items")
+        excl = [[item, *(exclude[i] if exclude else ())] for i, item in enumerate(items)]
+        return self._query(self.embeddings[rows], k, excl)
+
+    def similar_to_vector(self, vector: np.ndarray, k: int = 10,
+                          exclude: Sequence[Any] = ()) -> list[tuple[Any, float]]:
+        """Nearest items to an arbitrary embedding-space vector."""
+        return self._query(np.asarray(vector, np.float32)[None, :], k, [list(exclude)])[0]
+
+    def group_vector(self, items: Sequence[Any], *, timestamps: Sequence[float] | None = None,
+                     half_life: float | None = None) -> np.ndarray:
+        """Pooled, L2-normalised embedding of a group's items (recency-weighted if asked).
+
+        With ``timestamps`` and ``half_life`` an item's weight is ``0.5 ** (age / half_life)``
+        where age is measured from the group's latest timestamp.
+        """
+        if len(items) == 0:
+            raise ValueError("items is empty; a group needs at least one item to pool")
+        vecs = self.embeddings[self._rows(items, "items")]
+        weights = np.ones(len(items))
+        if half_life is not None:
+            if timestamps is None or len(timestamps) != len(items):
+                raise ValueError("half_life needs one timestamp per item (timestamps=...)")
+            ts = np.asarray(timestamps, dtype=np.float64)
+            weights = 0.5 ** ((ts.max() - ts) / float(half_life))
+        v = (weights[:, None] * vecs).sum(axis=0)
+        return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+
+    def recommend_for_group(self, items: Sequence[Any], k: int = 10, *,
+                            timestamps: Sequence[float] | None = None,
+                            half_life: float | None = None,
+                            exclude_seen: bool = True) -> list[tuple[Any, float]]:
+        """Items to recommend to a group (board, user, session) given its items."""
+        v = self.group_vector(items, timestamps=timestamps, half_life=half_life)
+        return self.similar_to_vector(v, k, exclude=list(items) if exclude_seen else ())
+
+    def add_items(self, ids: Sequence[Any], features: np.ndarray,
+                  groups: Sequence[Sequence[Any]], *, seed: int = 0) -> np.ndarray:
+        """Embed new items (cold start) and add them to the index; returns their embeddings."""
+        from pinsage_ray.inference.coldstart import embed_new_items
+
+        emb = embed_new_items(self.run_dir, features, groups, seed=seed)
+        self.index.add_items(emb, np.asarray(list(ids), dtype=self.ids.dtype))
+        self.ids = np.concatenate([self.ids, np.asarray(list(ids), dtype=self.ids.dtype)])
+        self.embeddings = np.concatenate([self.embeddings, emb])
+        self._position.update({v: len(self._position) + i for i, v in enumerate(ids)})
+        return emb
+
+    def _query(self, vectors: np.ndarray, k: int,
+               exclude: list[list[Any]]) -> list[list[tuple[Any, float]]]:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k={k!r}; expected an integer >= 1")
+        ids, scores = self.index.query(vectors, k, exclude=exclude)
+        return [[(_py(i), float(s)) for i, s in zip(row_i, row_s)]
+                for row_i, row_s in zip(ids, scores)]
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

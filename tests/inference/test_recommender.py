@@ -1,0 +1,100 @@
+"""End to end after training: Ray Data inference, the index, related items, cold start."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pinsage_ray.graph import GraphStore
+from pinsage_ray.inference.pipeline import embed, load_embeddings
+from pinsage_ray.recommender import Recommender
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _labels(store: GraphStore) -> dict:
+    return dict(zip(store.item_ids.to_pylist(), np.asarray(store.labels()).tolist()))
+
+
+def test_ray_data_passes_equal_local_layerwise(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    local_ids, local = load_embeddings(run)
+    res = embed(run, mode="ray", batch_size=150)  # several batches per layer
+    assert res.mode == "ray" and res.count == len(local_ids)
+    ids, emb = load_embeddings(run)
+    assert ids.equals(local_ids)
+    assert np.abs(emb - local).max() < 1e-5
+    table = pq.read_table(run / "embeddings")
+    assert table.schema.field("embedding").type.value_type == "float"
+    assert set(table.column_names) == {"item", "embedding"}
+
+
+def test_related_items_follow_planted_communities(trained_run):
+    rec = Recommender.load(trained_run["run"])
+    assert rec.index.recall_at_k >= 0.95
+    labels = _labels(GraphStore(trained_run["graph"]))
+    items = list(labels)[:80]
+    results = rec.similar_items_batch(items, k=10)
+    same = [labels[j] == labels[i] for i, row in zip(items, results) for j, _ in row]
+    assert np.mean(same) > 0.5  # 8 communities: chance is 0.125
+    assert all(i not in [j for j, _ in row] for i, row in zip(items, results))
+    scores = [s for row in results for _, s in row]
+    assert all(a >= b - 1e-6 for row in results for (_, a), (_, b) in zip(row, row[1:]))
+    assert max(scores) <= 1.0 + 1e-5
+
+
+def test_recommend_for_group(trained_run):
+    rec = Recommender.load(trained_run["run"])
+    labels = _labels(GraphStore(trained_run["graph"]))
+    community = [i for i, c in labels.items() if c == 3][:6]
+    out = rec.recommend_for_group(community, k=10)
+    assert not set(community) & {i for i, _ in out}
+    assert np.mean([labels[i] == 3 for i, _ in out]) >= 0.5
+    recent = rec.recommend_for_group(community, k=5, timestamps=list(range(6)), half_life=0.5)
+    assert recent[0][0] != out[0][0] or recent[0][1] != out[0][1]  # weighting changes the query
+    with pytest.raises(KeyError, match="not in this run"):
+        rec.similar_items("no-such-item")
+    with pytest.raises(ValueError, match="k="):
+        rec.similar_items(community[0], k=0)
+
+
+def test_cold_start_items_land_in_their_community(trained_run, planted_dataset, holdout):
+    _, held = holdout
+    inter = planted_dataset.interactions.to_pandas()
+    feats = planted_dataset.item_features.to_pandas().set_index("item")
+    truth = dict(zip(planted_dataset.item_labels.column("item").to_pylist(),
+                     planted_dataset.item_labels.column("label").to_pylist()))
+    graph_groups = set(GraphStore(trained_run["graph"]).group_ids.to_pylist())
+    new_ids, new_feats, new_groups = [], [], []
+    for item in held.tolist():
+        groups = [g for g in inter.loc[inter["item"] == item, "group"] if g in graph_groups]
+        if groups:
+            new_ids.append(item)
+            new_feats.append(np.asarray(feats.loc[item, "features"], dtype=np.float32))
+            new_groups.append(groups)
+    assert len(new_ids) >= 8
+    rec = Recommender.load(trained_run["run"])
+    emb = rec.add_items(new_ids, np.stack(new_feats), new_groups, seed=1)  # unseen ids
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    labels = _labels(GraphStore(trained_run["graph"]))
+    hits = []
+    for item in new_ids:
+        row = rec.similar_items(item, k=10)
+        hits += [labels.get(j) == truth[item] for j, _ in row if j in labels]
+    assert np.mean(hits) > 0.5  # chance 0.125
+    assert rec.similar_items(new_ids[1], k=1)  # the new items are now retrievable
+
+
+def test_cold_start_input_errors(trained_run):
+    from pinsage_ray.inference.coldstart import embed_new_items
+
+    with pytest.raises(ValueError, match="expected \\(M, 16\\)"):
+        embed_new_items(trained_run["run"], np.zeros((1, 3)), [[1]])
+    with pytest.raises(KeyError, match="not in graph"):
+        embed_new_items(trained_run["run"], np.zeros((1, 16)), [[10**9]])
+    with pytest.raises(ValueError, match="no groups"):
+        embed_new_items(trained_run["run"], np.zeros((1, 16)), [[]])

@@ -1,0 +1,51 @@
+"""The CLI is a thin shell: each command runs its library function and reports errors cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pinsage_ray.cli import build_parser, main
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"prepare", "synthetic", "inspect", "neighbors", "train", "embed", "index",
+            "recommend", "quickstart"} <= set(sub.choices)
+    for name, p in sub.choices.items():
+        assert p.format_help()
+
+
+def test_prepare_inspect_neighbors(tmp_path, capsys):
+    pq.write_table(pa.table({"item": ["a", "b", "c", "a"], "group": [1, 1, 2, 2]}),
+                   tmp_path / "in.parquet")
+    assert main(["prepare", str(tmp_path / "in.parquet"), str(tmp_path / "g")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["items"], out["groups"], out["edges"]) == (3, 2, 4)
+    assert main(["inspect", str(tmp_path / "g"), "--verify"]) == 0
+    assert json.loads(capsys.readouterr().out)["edges"] == 4
+    assert main(["neighbors", str(tmp_path / "g"), "--item", "a", "--top-t", "2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert line["item"] == "a" and {n for n, _ in line["neighbors"]} <= {"b", "c"}
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "not a graph directory" in capsys.readouterr().err
+    pq.write_table(pa.table({"item": [1], "grp": [1]}), tmp_path / "bad.parquet")
+    assert main(["prepare", str(tmp_path / "bad.parquet"), str(tmp_path / "g")]) == 2
+    assert "missing column" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_train_config_from_flags(tmp_path):
+    from pinsage_ray.cli import train_config_from_args
+
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.01, "num_epochs": 7}))
+    args = build_parser().parse_args(["train", "g", "r", "--config", str(tmp_path / "c.json"),
+                                      "--num-epochs", "2", "--top-t", "5"])
+    cfg = train_config_from_args(args)
+    assert (cfg.lr, cfg.num_epochs, cfg.neighbors.top_t) == (0.01, 2, 5)
