@@ -108,6 +108,7 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
                            pairs_per_item=cfg.pairs_per_item,
                            walk_length=cfg.positive_walk_length, val_fraction=cfg.val_fraction,
                            seed=cfg.seed)
+        _save_val_pairs(store, pairs, fs, run_path)
         pairs_ref = ray.put(pairs)
         producer_cls = ray.remote(BatchProducer).options(num_cpus=0, max_restarts=2,
                                                          max_task_retries=2)
@@ -157,6 +158,19 @@ def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str)
                 f"{diff or ['graph_dir']}); use a new run_dir, or the same config to resume it")
         logger.info("resuming the run in %s", run_path)
     _io.write_json(fs, path, current)
+
+
+def _save_val_pairs(store: GraphStore, pairs: Any, fs: Any, run_path: str) -> None:
+    """Held-out positive pairs (original ids) for ``pinsage-ray evaluate`` (protocol P3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = store.item_ids
+    table = pa.table({"query": ids.take(pa.array(pairs.val_q)),
+                      "positive": ids.take(pa.array(pairs.val_p))})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    _io.write_bytes(fs, _io.join(run_path, "val_pairs.parquet"), sink.getvalue().to_pybytes())
 
 
 def _item_ids_local_copy(store: GraphStore, fs: Any, run_path: str) -> str:

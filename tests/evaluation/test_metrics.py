@@ -37,7 +37,8 @@ def test_rank_exclusions_drop_items_above_target_but_keep_target():
     mask = np.zeros_like(SCORES, dtype=bool)
     mask[0, 3] = mask[1, 2] = mask[1, 3] = True
     assert rank_of_targets(SCORES, TARGETS, mask).tolist() == [2, 2]
-    assert rank_of_targets(torch.from_numpy(SCORES), torch.from_numpy(TARGETS), torch.from_numpy(mask)).tolist() == [2, 2]
+    as_torch = [torch.from_numpy(a) for a in (SCORES, TARGETS, mask)]
+    assert rank_of_targets(*as_torch).tolist() == [2, 2]
 
 
 def test_rank_and_topk_match_stable_argsort_on_random_ties():
