@@ -40,6 +40,7 @@ class TrainConfig:
     embedding_dim: int = 64        # output embedding size
     num_layers: int = 2            # K stacked convolutions
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
+    use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
     neighbors: NeighborConfig = field(default_factory=NeighborConfig)
     # data
     positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present

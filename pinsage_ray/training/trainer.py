@@ -59,7 +59,8 @@ class TrainResult:
 def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
     return ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
                        hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
-                       num_layers=cfg.num_layers, pooling=cfg.pooling)
+                       num_layers=cfg.num_layers, pooling=cfg.pooling,
+                       use_id_embedding=cfg.use_id_embedding)
 
 
 def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
