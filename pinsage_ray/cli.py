@@ -278,6 +278,57 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- evaluate
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", help="a trained run: protocol P3 on its held-out pairs")
+    p.add_argument("--protocol", choices=["p1", "p2"], help="run protocol P1 (MovieLens-100K) "
+                   "or P2 (Gowalla) end to end instead; needs --data-dir and --workdir")
+    p.add_argument("--data-dir", help="dataset folder (ml-100k/ for p1, gowalla/ for p2)")
+    p.add_argument("--workdir", help="where the protocol's graph and runs go")
+    p.add_argument("--config", help="TrainConfig JSON for the protocol runs")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--baselines", nargs="*", default=None,
+                   help="baselines to compare (default with the flag alone: popularity "
+                   "itemknn rp3beta)")
+    p.add_argument("-k", type=int, nargs="+", default=[10, 500], help="P3 hit-rate cut-offs")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+
+
+@command("evaluate", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    """P3 on a run's held-out pairs, or protocol P1/P2 end to end, with baselines."""
+    from pinsage_ray.evaluation.protocols import format_markdown_table
+
+    names = (["popularity", "itemknn", "rp3beta"] if args.baselines == []
+             else list(args.baselines or []))
+    if args.protocol:
+        from pinsage_ray.evaluation.harness import p1_data, p2_data, run_protocol
+        from pinsage_ray.training import TrainConfig
+
+        if not (args.data_dir and args.workdir):
+            raise ValueError("--protocol needs --data-dir (the dataset folder) and --workdir")
+        data = (p1_data if args.protocol == "p1" else p2_data)(args.data_dir, args.workdir)
+        cfg = TrainConfig()
+        if args.config:
+            with open(args.config) as f:
+                cfg = TrainConfig.from_dict(json.load(f))
+        report = run_protocol(data, cfg, args.workdir, seeds=tuple(args.seeds),
+                              baselines=tuple(names))
+        rows = report["rows"]
+    else:
+        from pinsage_ray.evaluation.runs import evaluate_run
+
+        if not args.run_dir:
+            raise ValueError("give RUN_DIR (protocol P3) or --protocol p1|p2")
+        rows = evaluate_run(args.run_dir, ks=tuple(args.k), baselines=tuple(names))
+        report = {"protocol": "p3", "rows": rows}
+    print(format_markdown_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, default=float)
+    return 0
+
+
 # --------------------------------------------------------------------------- quickstart
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="pinsage-quickstart",
