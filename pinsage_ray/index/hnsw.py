@@ -130,6 +130,15 @@ def _normalize_ids(ids: Any, n: int) -> np.ndarray:
     return out
 
 
+def _without_self(labels: np.ndarray, scores: np.ndarray, own: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each row's own position from (Q, k + 1) results and keep k columns."""
+    keep = labels != own[:, None]
+    # rows that did not return themselves drop their last column instead
+    keep[keep.all(axis=1), -1] = False
+    return labels[keep].reshape(len(labels), k), scores[keep].reshape(len(labels), k)
+
+
 class HNSWIndex:
     """HNSW index over item embeddings keyed by the caller's ids.
 
@@ -241,21 +250,25 @@ class HNSWIndex:
     def _tune(self, x: np.ndarray, config: HNSWConfig) -> None:
         """Measure recall@k on a seeded sample of indexed vectors; pick ef if not given.
 
-        A returned item counts as a hit if it is in the exact top-k or ties the exact k-th
-        score (within float tolerance), so duplicate embeddings do not depress recall.
+        Each sampled vector queries for its k nearest *other* items (its own entry is dropped
+        from both the exact and the approximate answer): otherwise every query trivially
+        finds itself and recall is overstated, most at small ef. A returned item counts as a
+        hit if it is in the exact top-k or ties the exact k-th score (within float
+        tolerance), so duplicate embeddings do not depress recall.
         """
         start = time.perf_counter()
         n = len(x)
         k = min(config.k_for_recall, n)
         rng = np.random.default_rng(config.seed)
         sample = np.sort(rng.choice(n, size=min(config.recall_sample, n), replace=False))
-        truth, truth_s = exact_topk(x[sample], x, k, config.space)
+        k = min(k, n - 1) if n > 1 else k
+        truth, truth_s = _without_self(*exact_topk(x[sample], x, k + 1, config.space), sample, k)
         kth = truth_s[:, -1:]
         ladder = [int(config.ef)] if config.ef else sorted({max(e, k) for e in EF_LADDER})
         chosen, curve = None, {}
         for ef in ladder:
             self._index.set_ef(ef)
-            labels, scores = self._knn(x[sample], k)
+            labels, scores = _without_self(*self._knn(x[sample], k + 1), sample, k)
             hit = (labels[:, :, None] == truth[:, None, :]).any(-1)
             hit |= scores >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
             curve[ef] = float(hit.mean())

@@ -358,3 +358,17 @@ def test_config_validation_names_field_and_value(kwargs: dict, field: str) -> No
 def test_config_valid_edge_cases() -> None:
     HNSWConfig(recall_sample=0, ef=32)  # explicit ef without measuring is allowed
     HNSWConfig(num_threads=-1, target_recall=1.0, space="l2")
+
+
+def test_tuned_recall_excludes_the_query_itself() -> None:
+    """Recall counts the k nearest *other* items: a query finding itself is not a hit."""
+    x = np.random.default_rng(9).standard_normal((3000, 32)).astype(np.float32)  # hard case
+    idx = HNSWIndex.build(x, np.arange(3000), HNSWConfig(M=4, ef_construction=20, ef=10,
+                                                         recall_sample=500, seed=1))
+    sample = np.random.default_rng(2).choice(3000, 500, replace=False)
+    truth, _ = exact_topk(x[sample], x, 11, "cosine")
+    got, _ = idx.query(x[sample], 10, exclude=[[int(i)] for i in sample])
+    truth = [[t for t in row if t != i][:10] for row, i in zip(truth.tolist(), sample)]
+    brute = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), truth)])
+    assert abs(idx.recall_at_k - brute) < 0.05
+    assert idx.recall_at_k < 0.95  # counting the self-match would push it up towards 1
