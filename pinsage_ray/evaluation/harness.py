@@ -94,22 +94,41 @@ def p1_data(ml_dir: str | os.PathLike, workdir: str | os.PathLike) -> ProtocolDa
                         split=split, extra={"item_ids": item_ids})
 
 
-def p2_data(gowalla_dir: str | os.PathLike, workdir: str | os.PathLike) -> ProtocolData:
-    """Gowalla's given train/test split unchanged; graph from ``train.txt``."""
-    from pinsage_ray.data import read_lightgcn
+def p2_data(gowalla_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+            validation: float = 0.0, seed: int = 0) -> ProtocolData:
+    """Gowalla's given train/test split unchanged; graph from ``train.txt``.
+
+    With ``validation > 0`` (for tuning) ``test.txt`` is never read: :func:`carve_validation`
+    holds out that fraction of each user's ``train.txt`` interactions, the graph is built from
+    the rest, and the held-out part plays the role of the test set.
+    """
+    import pyarrow as pa
+
+    from pinsage_ray.data import RawDataset, read_lightgcn
+    from pinsage_ray.evaluation.protocols import carve_validation
     from pinsage_ray.graph import prepare
 
     train, test = read_lightgcn(gowalla_dir)
-    graph_dir = str(Path(workdir) / "graph")
-    prepare(train, graph_dir, overwrite=True)
     tu = train.interactions.column("group").to_numpy()
     ti = train.interactions.column("item").to_numpy()
-    num_items = int(max(ti.max(), test.column("item").to_numpy().max())) + 1
-    num_users = int(max(tu.max(), test.column("group").to_numpy().max())) + 1
-    return ProtocolData("p2-gowalla", graph_dir, num_items, num_users,
+    name = "p2-gowalla"
+    if validation > 0:
+        sp = carve_validation(tu, ti, fraction=validation, seed=seed)
+        num_items, num_users = int(ti.max()) + 1, int(tu.max()) + 1
+        train = RawDataset(train.name + "-carved",
+                           pa.table({"item": pa.array(sp.train_items, pa.int64()),
+                                     "group": pa.array(sp.train_users, pa.int64())}))
+        tu, ti, hu, hi = sp.train_users, sp.train_items, sp.val_users, sp.val_items
+        name = "p2-gowalla-val"
+    else:
+        hu, hi = test.column("group").to_numpy(), test.column("item").to_numpy()
+        num_items = int(max(ti.max(), hi.max())) + 1
+        num_users = int(max(tu.max(), hu.max())) + 1
+    graph_dir = str(Path(workdir) / "graph")
+    prepare(train, graph_dir, overwrite=True)
+    return ProtocolData(name, graph_dir, num_items, num_users,
                         _graph_map(graph_dir, np.arange(num_items)), tu, ti,
-                        test_users=test.column("group").to_numpy(),
-                        test_items=test.column("item").to_numpy())
+                        test_users=hu, test_items=hi)
 
 
 class PinSageScorer:

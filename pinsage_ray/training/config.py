@@ -53,6 +53,7 @@ class TrainConfig:
     negative_sampling: str = "degree"  # 'uniform' or 'degree' (degree ** 0.75)
     max_hard_negatives: int = 6    # curriculum cap: epoch n uses min(n - 1, cap) per query
     hard_band: tuple[float, float] = (0.02, 0.2)  # PPR ranks (fractions of items, or ints)
+    curriculum: bool = True        # False: max_hard_negatives from epoch 1 (ablation)
     hard_num_walks: int = 100      # walks per query for the PPR estimate
     # optimisation
     num_epochs: int = 5
@@ -83,6 +84,8 @@ class TrainConfig:
                       "num_producers", "positive_walk_length", "pairs_per_item")
         _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
+        if not isinstance(self.curriculum, bool):
+            raise ValueError(f"TrainConfig.curriculum={self.curriculum!r}; use True or False")
         if self.pooling not in ("importance", "mean"):
             raise ValueError(f"TrainConfig.pooling={self.pooling!r}; use 'importance' or 'mean'")
         if self.positives not in POSITIVES:
@@ -100,6 +103,14 @@ class TrainConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"TrainConfig.warmup_fraction={self.warmup_fraction!r}; "
                              "expected [0, 1)")
+
+    def hard_negatives_at(self, epoch: int) -> int:
+        """Hard negatives per query in ``epoch`` (1-based): the curriculum, or the cap."""
+        from pinsage_ray.model.schedule import hard_negatives_for_epoch
+
+        if not self.curriculum:
+            return self.max_hard_negatives
+        return hard_negatives_for_epoch(epoch, self.max_hard_negatives)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

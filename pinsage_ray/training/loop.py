@@ -24,7 +24,7 @@ import torch
 
 from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
 from pinsage_ray.model.loss import margin_stats, max_margin_loss
-from pinsage_ray.model.schedule import hard_negatives_for_epoch, warmup_linear_decay
+from pinsage_ray.model.schedule import warmup_linear_decay
 from pinsage_ray.training.batches import TrainBatch
 from pinsage_ray.training.config import TrainConfig
 
@@ -70,7 +70,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     from pinsage_ray.training.producer import batch_stream
 
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     cfg = TrainConfig.from_dict(loop_config["train"])
     torch.set_num_threads(int(loop_config.get("threads", 1)))
     torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0)
@@ -97,7 +97,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     eval_data = ray.get(loop_config["eval_ref"]) if rank == 0 else None
 
     for epoch in range(start_epoch, cfg.num_epochs + 1):
-        hard_k = hard_negatives_for_epoch(epoch, cfg.max_hard_negatives)
+        hard_k = cfg.hard_negatives_at(epoch)
         model.train()
         t0, wait, losses, stats, examples = time.perf_counter(), 0.0, [], [], 0
         stream = batch_stream(producers, epoch, 0, n_batches, cfg.prefetch)

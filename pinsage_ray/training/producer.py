@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from pinsage_ray.graph.store import GraphStore
-from pinsage_ray.model.schedule import hard_negatives_for_epoch
 from pinsage_ray.sampling.aggregate import Neighborhood
 from pinsage_ray.sampling.api import WalkService
 from pinsage_ray.training.batches import BatchBuilder, TrainBatch
@@ -85,7 +84,7 @@ class BatchProducer:
         b = self.config.batch_size
         order = self._order(epoch)
         sl = order[np.arange(index * b, (index + 1) * b) % len(order)]
-        hard_k = hard_negatives_for_epoch(epoch, self.config.max_hard_negatives)
+        hard_k = self.config.hard_negatives_at(epoch)
         return self.builder.build(self.q[sl], self.p[sl], hard_k, epoch,
                                   batch_seed(self.config.seed, self.rank, epoch, index))
 

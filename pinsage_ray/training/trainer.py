@@ -25,7 +25,6 @@ import numpy as np
 from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.model.encoder import ModelConfig
-from pinsage_ray.model.schedule import curriculum_table
 from pinsage_ray.training.config import TrainConfig
 from pinsage_ray.training.pairs import make_pairs
 from pinsage_ray.training.producer import BatchProducer, batches_per_epoch
@@ -95,8 +94,8 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     fs.create_dir(run_path, recursive=True)
     _check_same_config(fs, run_path, cfg, graph_uri)
     init_ray(address, num_cpus=num_cpus)
-    logger.info("hard-negative curriculum by epoch: %s",
-                curriculum_table(cfg.num_epochs, cfg.max_hard_negatives))
+    logger.info("hard negatives per query by epoch: %s",
+                [cfg.hard_negatives_at(e) for e in range(1, cfg.num_epochs + 1)])
 
     sharded = None
     if cfg.num_shards > 0:
@@ -123,7 +122,9 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             "producers": producers, "eval_ref": eval_ref,
             "num_batches": batches_per_epoch(len(pairs.train_q), cfg),
             "item_ids_path": _item_ids_local_copy(store, fs, run_path),
-            "threads": max(1, (os.cpu_count() or 1) // workers) if cfg.num_workers <= 1 else 1,
+            # One torch thread per worker: the producer actors need the other cores, and
+            # bench_train measured 2 threads on 2 shared cores running several times slower.
+            "threads": 1,
         }
         trainer = TorchTrainer(
             train_loop, train_loop_config=loop_config,
