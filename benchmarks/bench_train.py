@@ -50,11 +50,8 @@ import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import gc  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import multiprocessing  # noqa: E402
 import pstats  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -69,6 +66,9 @@ import numpy as np  # noqa: E402
 from _common import (REPO, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
                      markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
                      update_results_md, write_results)
+from bench_walks import _write_build_info  # noqa: E402
+from bench_walks import ensure_graph as _ensure_graph  # noqa: E402
+
 
 NAME = "train"
 log = logging.getLogger("bench_train")
@@ -90,9 +90,6 @@ def _targets() -> dict[str, tuple[float, str]]:
 
 
 # --------------------------------------------------------------------------- graphs
-def _write_build_info(out_dir: Path, info: dict) -> None:
-    info["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    (out_dir / "build.json").write_text(json.dumps(info, indent=2, default=str))
 
 
 def _build_synthetic(items: int, groups: int, group_size: float, feature_dim: int, seed: int,
@@ -135,38 +132,9 @@ def _build_gowalla(source: str, out: str) -> None:
                                   "num_edges": store.num_edges, "source": source})
 
 
-def _graph_ok(graph: Path) -> bool:
-    from pinsage_ray.graph import GraphFormatError, GraphStore
-
-    if not (graph / "manifest.json").is_file():
-        return False
-    try:
-        GraphStore(graph)
-        return True
-    except GraphFormatError as err:
-        log.warning("cached graph %s unusable (%s); rebuilding", graph, err)
-        return False
-
-
-def _in_child(target: Any, *args: Any) -> None:
-    proc = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"{target.__name__}{args} failed with exit code {proc.exitcode}")
-
-
 def ensure_graph(kind: str, folder: Path, builder: Any, *args: Any) -> Path:
-    graph = folder / "graph"
-    if _graph_ok(graph):
-        log.info("%s graph: cached at %s", kind, graph)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        log.info("%s graph: building into %s", kind, graph)
-        t0 = time.perf_counter()
-        _in_child(builder, *args, str(folder))
-        log.info("%s graph: built in %.1f s", kind, time.perf_counter() - t0)
-    return graph
+    """The cached graph directory (shared with bench_walks), built in a child if missing."""
+    return _ensure_graph(kind, folder, builder, *args)[0]
 
 
 def graphs(args: argparse.Namespace) -> dict[str, Path]:
