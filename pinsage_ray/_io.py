@@ -157,6 +157,16 @@ def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     return sha.hexdigest()
 
 
+def write_parquet(fs: pafs.FileSystem, path: str, table: Any) -> dict:
+    """Write a pyarrow table as Parquet; return ``{"sha256", "bytes"}`` for a manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return write_bytes(fs, path, sink.getvalue().to_pybytes())
+
+
 def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> dict:
     data = json.dumps(obj, indent=2, sort_keys=True, default=_json_default).encode()
     return write_bytes(fs, path, data)

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pinsage_ray import _io
 from pinsage_ray.data.types import RawDataset
@@ -131,10 +130,10 @@ def prepare(
         for key, arr in arrays.items():
             manifest["files"][f"{key}.npy"] = _io.write_npy(fs, _io.join(tmp, f"{key}.npy"), arr)
         for side, ids in (("item", item_ids), ("group", group_ids)):
-            manifest["files"][f"{side}_ids.parquet"] = _write_parquet(
+            manifest["files"][f"{side}_ids.parquet"] = _io.write_parquet(
                 fs, _io.join(tmp, f"{side}_ids.parquet"), pa.table({"id": ids}))
         if meta is not None:
-            manifest["files"]["item_metadata.parquet"] = _write_parquet(
+            manifest["files"]["item_metadata.parquet"] = _io.write_parquet(
                 fs, _io.join(tmp, "item_metadata.parquet"), _known_rows(meta, item_ids))
         manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
         _io.write_json(fs, _io.join(tmp, "manifest.json"), manifest)
@@ -196,12 +195,6 @@ def _stats(deg: np.ndarray) -> dict[str, float]:
         return {"min": 0, "median": 0, "mean": 0, "max": 0}
     return {"min": int(deg.min()), "median": float(np.median(deg)),
             "mean": round(float(deg.mean()), 4), "max": int(deg.max())}
-
-
-def _write_parquet(fs: Any, path: str, table: pa.Table) -> dict:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return _io.write_bytes(fs, path, sink.getvalue().to_pybytes())
 
 
 def _known_rows(meta: pa.Table, item_ids: pa.Array) -> pa.Table:

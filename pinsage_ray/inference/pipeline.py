@@ -164,10 +164,8 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
         fs, _ = _io.resolve(out_dir)
         files = {}
         for k, t in enumerate(tables):
-            sink = pa.BufferOutputStream()
-            pq.write_table(t, sink)
             name = f"part-{k:05d}.parquet"
-            files[name] = _io.write_bytes(fs, _io.join(tmp, name), sink.getvalue().to_pybytes())
+            files[name] = _io.write_parquet(fs, _io.join(tmp, name), t)
         count = sum(t.num_rows for t in tables)
         _io.write_json(fs, _io.join(tmp, "_manifest.json"), {
             "count": count, "dim": model.encoder.embedding_dim, "seed": seed, "mode": mode,

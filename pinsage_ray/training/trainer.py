@@ -165,25 +165,18 @@ def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str)
 def _save_val_pairs(store: GraphStore, pairs: Any, fs: Any, run_path: str) -> None:
     """Held-out positive pairs (original ids) for ``pinsage-ray evaluate`` (protocol P3)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     ids = store.item_ids
     table = pa.table({"query": ids.take(pa.array(pairs.val_q)),
                       "positive": ids.take(pa.array(pairs.val_p))})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    _io.write_bytes(fs, _io.join(run_path, "val_pairs.parquet"), sink.getvalue().to_pybytes())
+    _io.write_parquet(fs, _io.join(run_path, "val_pairs.parquet"), table)
 
 
 def _item_ids_local_copy(store: GraphStore, fs: Any, run_path: str) -> str:
     """Id map (contiguous -> original) saved next to the run, for checkpoints to carry."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = _io.join(run_path, "item_ids.parquet")
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"id": store.item_ids}), sink)
-    _io.write_bytes(fs, path, sink.getvalue().to_pybytes())
+    _io.write_parquet(fs, path, pa.table({"id": store.item_ids}))
     return path
 
 
