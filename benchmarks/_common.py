@@ -306,3 +306,24 @@ def metrics_table(metrics: Iterable[dict[str, Any]],
                 met = "yes" if ok else "**no**"
         rows.append([f"`{m['name']}`", fmt_value(m["value"], m["unit"]), m["unit"], target, met])
     return markdown_table(["metric", "value", "unit", "target", "met?"], rows)
+
+
+def publish(name: str, metrics: list[dict[str, Any]], machine: dict[str, Any],
+            extra: dict[str, Any], markdown_section: str,
+            scratch_dir: Path | None = None) -> None:
+    """Write results JSON + RESULTS.md section and print them.
+
+    With ``scratch_dir`` (quick or partial runs) both go there, never over the committed
+    results.
+    """
+    if scratch_dir is not None:
+        json_path = write_results(name, metrics, machine, extra, results_dir=scratch_dir)
+        md_path = update_results_md(name, markdown_section, path=scratch_dir / "RESULTS.md")
+    else:
+        json_path = write_results(name, metrics, machine, extra)
+        md_path = update_results_md(name, markdown_section)
+    print(markdown_section)
+    print(f"\nwrote {json_path} and {md_path} in {extra['total_seconds']:.0f} s")
+    width = max((len(m["name"]) for m in metrics), default=10) + 2
+    for m in metrics:
+        print(f"{m['name']:<{width}} {fmt_value(m['value'], m['unit']):>10} {m['unit']}")

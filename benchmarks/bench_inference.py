@@ -51,9 +51,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (REPO, RESULTS_DIR, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
-                     update_results_md, write_results)
+from _common import (publish, REPO, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
+                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes)
 from bench_walks import TreeMemory, _build_gowalla, _write_build_info, ensure_graph  # noqa: E402
 
 NAME = "inference"
@@ -684,17 +683,7 @@ def main(argv: list[str] | None = None) -> int:
                               "targets are stated for 1M items.")
     finish_machine(machine)
     md = markdown(metrics, machine, extra)
-    if args.quick:
-        out_dir = cache / "quick"
-        json_path = write_results(NAME, metrics, machine, extra, results_dir=out_dir)
-        md_path = update_results_md(NAME, md, path=out_dir / "RESULTS.md")
-    else:
-        json_path = write_results(NAME, metrics, machine, extra)
-        md_path = update_results_md(NAME, md)
-    print(md)
-    print(f"\nwrote {json_path} and {md_path} in {extra['total_seconds']:.0f} s")
-    for m in metrics:
-        print(f"{m['name']:<50} {fmt_value(m['value'], m['unit']):>10} {m['unit']}")
+    publish(NAME, metrics, machine, extra, md, cache / "quick" if args.quick else None)
     return 0
 
 

@@ -63,9 +63,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (REPO, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
-                     update_results_md, write_results)
+from _common import (publish, REPO, finish_machine, load_note, machine_info,  # noqa: E402
+                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes)
 from bench_walks import _write_build_info  # noqa: E402
 from bench_walks import ensure_graph as _ensure_graph  # noqa: E402
 
@@ -768,17 +767,9 @@ def main(argv: list[str] | None = None) -> int:
                    for label, _ in DATASETS if label in paths]
     md = markdown(metrics, machine, res, prof, args, graph_lines, mem)
     res.pop("_notes")
-    if args.quick or args.skip_ray:  # never over the committed results
-        out_dir = Path(args.cache_dir) / ("quick" if args.quick else "inprocess")
-        json_path = write_results(NAME, metrics, machine, extra, results_dir=out_dir)
-        md_path = update_results_md(NAME, md, path=out_dir / "RESULTS.md")
-    else:
-        json_path = write_results(NAME, metrics, machine, extra)
-        md_path = update_results_md(NAME, md)
-    print(md)
-    print(f"\nwrote {json_path} and {md_path} in {extra['total_seconds']:.0f} s")
-    for m in metrics:
-        print(f"{m['name']:<55} {fmt_value(m['value'], m['unit']):>10} {m['unit']}")
+    scratch = (Path(args.cache_dir) / ("quick" if args.quick else "inprocess")
+               if args.quick or args.skip_ray else None)  # never over the committed results
+    publish(NAME, metrics, machine, extra, md, scratch)
     return 0
 
 

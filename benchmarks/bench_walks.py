@@ -49,7 +49,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (REPO, RESULTS_DIR, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
+from _common import (publish, REPO, RESULTS_DIR, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
                      median_of, metric, metrics_table, peak_rss_bytes, update_results_md,
                      write_results)
 
@@ -523,17 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     finish_machine(machine)
     extra["graph_lines"] = _graph_lines(extra)
     md = markdown(metrics, machine, extra)
-    if args.quick:
-        out_dir = cache / "quick"
-        json_path = write_results(NAME, metrics, machine, extra, results_dir=out_dir)
-        md_path = update_results_md(NAME, md, path=out_dir / "RESULTS.md")
-    else:
-        json_path = write_results(NAME, metrics, machine, extra)
-        md_path = update_results_md(NAME, md)
-    print(md)
-    print(f"\nwrote {json_path} and {md_path} in {extra['total_seconds']:.0f} s")
-    for m in metrics:
-        print(f"{m['name']:<60} {fmt_value(m['value'], m['unit']):>10} {m['unit']}")
+    publish(NAME, metrics, machine, extra, md, cache / "quick" if args.quick else None)
     return 0
 
 
