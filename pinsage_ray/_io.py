@@ -157,14 +157,19 @@ def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     return sha.hexdigest()
 
 
-def write_parquet(fs: pafs.FileSystem, path: str, table: Any) -> dict:
-    """Write a pyarrow table as Parquet; return ``{"sha256", "bytes"}`` for a manifest."""
+def parquet_bytes(table: Any) -> bytes:
+    """A pyarrow table serialised as a Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    return write_bytes(fs, path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def write_parquet(fs: pafs.FileSystem, path: str, table: Any) -> dict:
+    """Write a pyarrow table as Parquet; return ``{"sha256", "bytes"}`` for a manifest."""
+    return write_bytes(fs, path, parquet_bytes(table))
 
 
 def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from typing import Any
@@ -95,6 +94,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             logger.info("resumed from epoch %d", state["epoch"])
     producers = loop_config["producers"][rank]
     eval_data = ray.get(loop_config["eval_ref"]) if rank == 0 else None
+    item_ids = ray.get(loop_config["item_ids_ref"]) if rank == 0 else b""
 
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         hard_k = cfg.hard_negatives_at(epoch)
@@ -149,7 +149,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                            os.path.join(tmp, STATE_FILE))
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
-                shutil.copy(loop_config["item_ids_path"], os.path.join(tmp, "item_ids.parquet"))
+                with open(os.path.join(tmp, "item_ids.parquet"), "wb") as f:
+                    f.write(item_ids)
                 checkpoint = Checkpoint.from_directory(tmp)
                 logger.info("epoch %d/%d: loss %.4f, %.0f examples/s/worker, hard negatives %d,"
                             " wait %.0f%%%s", epoch, cfg.num_epochs, metrics["loss"],

@@ -121,7 +121,7 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             "train": cfg.to_dict(), "model": model_config_for(store, cfg).to_dict(),
             "producers": producers, "eval_ref": eval_ref,
             "num_batches": batches_per_epoch(len(pairs.train_q), cfg),
-            "item_ids_path": _item_ids_local_copy(store, fs, run_path),
+            "item_ids_ref": ray.put(_item_ids_parquet(store)),
             # One torch thread per worker: the producer actors need the other cores, and
             # bench_train measured 2 threads on 2 shared cores running several times slower.
             "threads": 1,
@@ -171,13 +171,17 @@ def _save_val_pairs(store: GraphStore, pairs: Any, fs: Any, run_path: str) -> No
     _io.write_parquet(fs, _io.join(run_path, "val_pairs.parquet"), table)
 
 
-def _item_ids_local_copy(store: GraphStore, fs: Any, run_path: str) -> str:
-    """Id map (contiguous -> original) saved next to the run, for checkpoints to carry."""
+def _item_ids_parquet(store: GraphStore) -> bytes:
+    """The id map (contiguous -> original) as Parquet bytes, for every checkpoint to carry.
+
+    Passed by value through the object store, so workers need no access to ``run_dir``'s
+    filesystem path (which may be remote).
+    """
     import pyarrow as pa
 
-    path = _io.join(run_path, "item_ids.parquet")
-    _io.write_parquet(fs, path, pa.table({"id": store.item_ids}))
-    return path
+    from pinsage_ray._io import parquet_bytes
+
+    return parquet_bytes(pa.table({"id": store.item_ids}))
 
 
 def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, producer: Any) -> Any:
