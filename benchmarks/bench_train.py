@@ -349,7 +349,7 @@ def step_breakdown(graph: Path, args: argparse.Namespace, steps: int, profile: s
     from pinsage_ray import LocalWalker
     from pinsage_ray.graph import GraphStore
     from pinsage_ray.model.encoder import PinSageEncoder
-    from pinsage_ray.training import BatchProducer, make_pairs
+    from pinsage_ray.training import BatchProducer, pairs_for
     from pinsage_ray.training.loop import batch_loss
     from pinsage_ray.training.trainer import model_config_for
 
@@ -358,9 +358,7 @@ def step_breakdown(graph: Path, args: argparse.Namespace, steps: int, profile: s
     cfg = train_config(args, 1, 0)
     cfg.batches_per_epoch = steps + 1
     store = GraphStore(graph)
-    pairs = make_pairs(store, LocalWalker(graph), positives=cfg.positives,
-                       pairs_per_item=cfg.pairs_per_item, walk_length=cfg.positive_walk_length,
-                       val_fraction=cfg.val_fraction, seed=cfg.seed)
+    pairs = pairs_for(store, LocalWalker(graph), cfg)
     producer = BatchProducer(graph, cfg, pairs)
     model = PinSageEncoder(model_config_for(store, cfg))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -444,14 +442,12 @@ def build_breakdown(graph: Path, args: argparse.Namespace, steps: int) -> dict[s
     from pinsage_ray import LocalWalker
     from pinsage_ray.graph import GraphStore
     from pinsage_ray.model.schedule import hard_negatives_for_epoch
-    from pinsage_ray.training import BatchProducer, make_pairs
+    from pinsage_ray.training import BatchProducer, pairs_for
     from pinsage_ray.training.producer import batch_seed
 
     cfg = train_config(args, 1, 0)
     store = GraphStore(graph)
-    pairs = make_pairs(store, LocalWalker(graph), positives=cfg.positives,
-                       pairs_per_item=cfg.pairs_per_item, walk_length=cfg.positive_walk_length,
-                       val_fraction=cfg.val_fraction, seed=cfg.seed)
+    pairs = pairs_for(store, LocalWalker(graph), cfg)
     producer = BatchProducer(graph, cfg, pairs)
     builder, walker = producer.builder, producer.walker
     epoch = 2

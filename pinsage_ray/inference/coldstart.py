@@ -103,10 +103,11 @@ def embed_new_items(run_dir: str | os.PathLike, features: np.ndarray,
         raise FileNotFoundError(f"{layers_dir}: no stored layers; run `pinsage-ray embed "
                                 f"{os.fspath(run_dir)}` first")
     degree = np.array([len(g) for g in group_ids], dtype=np.float32)
-    h = layerwise.input_layer_rows(enc, np.zeros(len(feats), dtype=np.int64), feats,
-                                   np.log1p(degree))
+    # No id-embedding term: a new item has no trained id (ids=None), only its features.
+    h = layerwise.input_layer_rows(enc, None, feats, np.log1p(degree))
     for k in range(enc.num_layers):
         t = VectorStore(_io.join(layers_dir, f"t{k}"), store.num_items)
         h = layerwise.conv_layer_rows(enc, k, h, t.gather(np.maximum(nb.ids, 0)), nb.ids,
                                       nb.weights)
-    return layerwise.output_layer_rows(enc, h).astype(np.float32)
+    x0 = layerwise.skip_rows(enc, None, feats, np.log1p(degree))
+    return layerwise.output_layer_rows(enc, h, x0).astype(np.float32)

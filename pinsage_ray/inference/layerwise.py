@@ -24,14 +24,31 @@ from pinsage_ray.model.encoder import PinSageEncoder
 logger = logging.getLogger(__name__)
 
 
-def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray, features: np.ndarray | None,
-                     log_degree: np.ndarray) -> np.ndarray:
-    """Layer-0 vectors (B, hidden) of items ``ids``; ``features``/``log_degree`` are their rows."""
+def _input_args(ids: np.ndarray | None, features: np.ndarray | None,
+                log_degree: np.ndarray) -> tuple:
+    return (None if ids is None else torch.as_tensor(ids, dtype=torch.long),
+            None if features is None else torch.as_tensor(np.array(features, np.float32)),
+            torch.as_tensor(np.asarray(log_degree, np.float32)))
+
+
+def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray | None,
+                     features: np.ndarray | None, log_degree: np.ndarray) -> np.ndarray:
+    """Layer-0 vectors (B, hidden) of items ``ids``; ``features``/``log_degree`` are their rows.
+
+    ``ids=None`` for items without a trained id (cold start): no id-embedding term.
+    """
     with torch.no_grad():
-        f = None if features is None else torch.as_tensor(np.array(features, np.float32))
-        h = encoder.input_layer(torch.as_tensor(ids, dtype=torch.long), f,
-                                torch.as_tensor(np.asarray(log_degree, np.float32)))
-    return h.numpy()
+        return encoder.input_layer(*_input_args(ids, features, log_degree)).numpy()
+
+
+def skip_rows(encoder: PinSageEncoder, ids: np.ndarray | None, features: np.ndarray | None,
+              log_degree: np.ndarray) -> np.ndarray | None:
+    """What the output layer of an ``input_skip`` encoder adds (the input projection before
+    its ReLU; cheap to recompute from the inputs); None for an encoder without the skip."""
+    if not encoder.config.input_skip:
+        return None
+    with torch.no_grad():
+        return encoder.input_preactivation(*_input_args(ids, features, log_degree)).numpy()
 
 
 def transform_rows(encoder: PinSageEncoder, k: int, h: np.ndarray) -> np.ndarray:
@@ -59,10 +76,12 @@ def conv_layer_rows(encoder: PinSageEncoder, k: int, h_self: np.ndarray, n_neigh
         return conv.combine(torch.as_tensor(h_self), agg).numpy()
 
 
-def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray) -> np.ndarray:
-    """Final embeddings (B, embedding_dim), L2-normalised."""
+def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray,
+                      x0: np.ndarray | None = None) -> np.ndarray:
+    """Final embeddings (B, embedding_dim), L2-normalised; ``x0`` from :func:`skip_rows`."""
     with torch.no_grad():
-        return encoder.output_layer(torch.as_tensor(h)).numpy()
+        return encoder.output_layer(torch.as_tensor(h),
+                                    None if x0 is None else torch.as_tensor(x0)).numpy()
 
 
 def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.ndarray,
@@ -107,7 +126,11 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
                                          ids, nb_weights[s:s + batch_size]))
         h = np.concatenate(parts)
         bar.update(n)
-    out = np.concatenate([output_layer_rows(encoder, h[s:s + batch_size]) for s in starts])
+    out = np.concatenate([output_layer_rows(
+        encoder, h[s:s + batch_size],
+        skip_rows(encoder, np.arange(s, min(s + batch_size, n)),
+                  None if features is None else features[s:s + batch_size],
+                  log_deg[s:s + batch_size])) for s in starts])
     bar.update(n)
     bar.close()
     return out.astype(np.float32)

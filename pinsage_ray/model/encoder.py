@@ -5,6 +5,13 @@ Implements the forward pass of paper section 3.1-3.2 (Ying et al., KDD 2018, arX
 layers, each with its own parameters, over a sampled K-hop computation graph and then the
 final dense layers ``z_u = G2 ReLU(G1 h_u^(K) + g)``; the embedding is L2-normalised.
 
+``input_skip`` (not in the paper) adds the item's own layer-0 projection to ``z_u`` before the
+normalisation: ``z_u = G2 ReLU(G1 h_u^(K) + g) + S x_u`` with ``x_u = L [features; log degree]
++ b + E[id]`` the input projection before its ReLU (``S`` the identity when the widths match).
+Without it a learnable id vector reaches the embedding only through K + 2 ReLU layers, each
+followed by a normalisation, and trains far worse than a free embedding (docs/quality.md
+measures it); DGL's PinSAGE example uses the same shortcut.
+
 The encoder only produces embeddings. The max-margin loss lives in
 :mod:`pinsage_ray.model.loss`, scoring and retrieval elsewhere. The public layer-wise
 methods (:meth:`PinSageEncoder.input_layer`, :meth:`PinSageEncoder.conv_layer`,
@@ -47,6 +54,8 @@ class ModelConfig:
         use_id_embedding: learn a per-item id embedding. ``None`` means auto: true iff
             ``feature_dim == 0``. Resolved to a bool in ``__post_init__``.
         dropout: dropout probability on the convolution inputs during training.
+        input_skip: add the input projection (before ReLU) to the output (see the module
+            docstring); False = the paper's architecture.
     """
 
     num_items: int
@@ -57,6 +66,7 @@ class ModelConfig:
     pooling: str = "importance"
     use_id_embedding: bool | None = None
     dropout: float = 0.0
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         _check_int("num_items", self.num_items, 1, "Pass the number of distinct items.")
@@ -77,6 +87,9 @@ class ModelConfig:
                 f"ModelConfig.dropout = {self.dropout!r}; expected a float in [0, 1)."
             )
         self.dropout = float(self.dropout)
+        if not isinstance(self.input_skip, bool):
+            raise ValueError(f"ModelConfig.input_skip = {self.input_skip!r}; expected True or "
+                             "False.")
         if self.use_id_embedding is None:
             self.use_id_embedding = self.feature_dim == 0
         elif not isinstance(self.use_id_embedding, bool):
@@ -138,6 +151,10 @@ class PinSageEncoder(nn.Module):
         )
         self.output_hidden = nn.Linear(h, h)  # G1, g
         self.output_proj = nn.Linear(h, config.embedding_dim, bias=False)  # G2
+        self.skip_proj: nn.Module | None = None  # S
+        if config.input_skip:
+            self.skip_proj = (nn.Identity() if h == config.embedding_dim
+                              else nn.Linear(h, config.embedding_dim, bias=False))
 
     @property
     def num_layers(self) -> int:
@@ -155,10 +172,10 @@ class PinSageEncoder(nn.Module):
         features: torch.Tensor | None,
         log_degree: torch.Tensor,
     ) -> torch.Tensor:
-        """Layer-0 vectors ``h^(0)``.
+        """Layer-0 vectors ``h^(0)``: ``ReLU`` of :meth:`input_preactivation`.
 
         Args:
-            node_ids: ``(N,)`` int64 global item ids.
+            node_ids: ``(N,)`` int64 global item ids (None: items without a trained id).
             features: ``(N, feature_dim)`` or ``None`` when ``feature_dim == 0``.
             log_degree: ``(N,)`` ``log1p(degree)``.
 
@@ -166,6 +183,16 @@ class PinSageEncoder(nn.Module):
             ``(N, hidden_dim)``.
         """
         return self.input_proj(node_ids, features, log_degree)
+
+    def input_preactivation(
+        self,
+        node_ids: torch.Tensor | None,
+        features: torch.Tensor | None,
+        log_degree: torch.Tensor,
+    ) -> torch.Tensor:
+        """The input projection before its ReLU, ``x`` (what ``input_skip`` adds to the output);
+        arguments as :meth:`input_layer`."""
+        return self.input_proj.preactivation(node_ids, features, log_degree)
 
     def conv_layer(
         self,
@@ -191,16 +218,25 @@ class PinSageEncoder(nn.Module):
             raise IndexError(f"conv_layer k = {k}; expected 0 <= k < {self.num_layers}.")
         return self.convs[k](h_self, h_neighbors, weights, mask)
 
-    def output_layer(self, h: torch.Tensor) -> torch.Tensor:
-        """Final dense layers ``normalize(G2 ReLU(G1 h + g))``.
+    def output_layer(self, h: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """Final dense layers ``normalize(G2 ReLU(G1 h + g) [+ S x0])``.
 
         Args:
             h: ``(N, hidden_dim)`` layer-``K`` vectors.
+            x0: ``(N, hidden_dim)`` the same items' :meth:`input_preactivation`; required
+                with ``input_skip``, ignored without.
 
         Returns:
             ``(N, embedding_dim)`` L2-normalised embeddings.
         """
         z = self.output_proj(F.relu(self.output_hidden(h)))
+        if self.skip_proj is not None:
+            if x0 is None or tuple(x0.shape) != (h.shape[0], self.config.hidden_dim):
+                got = None if x0 is None else tuple(x0.shape)
+                raise ValueError(f"output_layer: this encoder has input_skip=True and needs "
+                                 f"x0 of shape ({h.shape[0]}, {self.config.hidden_dim}) "
+                                 f"(input_preactivation of the same items); got {got}.")
+            z = z + self.skip_proj(x0)
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
 
     def forward(self, inp: EncoderInput) -> torch.Tensor:
@@ -220,7 +256,8 @@ class PinSageEncoder(nn.Module):
                 f"EncoderInput has {len(inp.blocks)} blocks; this encoder has num_layers = "
                 f"{self.num_layers}. Sample with num_layers = {self.num_layers} hops."
             )
-        h = self.input_layer(inp.node_ids, inp.features, inp.log_degree)
+        x0 = self.input_preactivation(inp.node_ids, inp.features, inp.log_degree)
+        h = F.relu(x0)
         for k, block in enumerate(inp.blocks):
             if h.shape[0] != block.num_src:
                 where = "len(node_ids)" if k == 0 else f"blocks[{k - 1}].num_dst"
@@ -229,23 +266,6 @@ class PinSageEncoder(nn.Module):
                     f"blocks must chain (dst nodes of one hop are the src nodes of the next)."
                 )
             h = self.convs[k].forward_block(h, block)
-        return self.output_layer(h)
-
-    def forward_blocks(self, h0: torch.Tensor, blocks: list[Block]) -> torch.Tensor:
-        """Like :meth:`forward` but starting from precomputed layer-0 vectors.
-
-        Args:
-            h0: ``(blocks[0].num_src, hidden_dim)`` output of :meth:`input_layer`.
-            blocks: ``num_layers`` chained blocks.
-
-        Returns:
-            ``(blocks[-1].num_dst, embedding_dim)``.
-        """
-        if len(blocks) != self.num_layers:
-            raise ValueError(
-                f"got {len(blocks)} blocks; this encoder has num_layers = {self.num_layers}."
-            )
-        h = h0
-        for k, block in enumerate(blocks):
-            h = self.convs[k].forward_block(h, block)
-        return self.output_layer(h)
+        # Every layer's node list starts with the next layer's nodes, so the output nodes
+        # are the first rows of layer 0.
+        return self.output_layer(h, x0[: h.shape[0]])

@@ -79,20 +79,30 @@ class InputProjection(nn.Module):
 
     def forward(
         self,
-        node_ids: torch.Tensor,
+        node_ids: torch.Tensor | None,
         features: torch.Tensor | None,
         log_degree: torch.Tensor,
     ) -> torch.Tensor:
-        """Project raw inputs of ``N`` nodes.
+        """``ReLU`` of :meth:`preactivation`: the layer-0 vectors ``h^(0)``."""
+        return F.relu(self.preactivation(node_ids, features, log_degree))
+
+    def preactivation(
+        self,
+        node_ids: torch.Tensor | None,
+        features: torch.Tensor | None,
+        log_degree: torch.Tensor,
+    ) -> torch.Tensor:
+        """Project raw inputs of ``N`` nodes: ``L [x ; log_degree] + b + E[id]`` (no ReLU).
 
         Args:
-            node_ids: ``(N,)`` int64 global item ids (used only with the id embedding).
+            node_ids: ``(N,)`` int64 global item ids (used only with the id embedding);
+                None for items without a trained id (cold start): no id term is added.
             features: ``(N, feature_dim)`` (any numeric dtype; cast to float), or ``None``
                 when ``feature_dim == 0``.
             log_degree: ``(N,)`` float ``log1p(degree)``.
 
         Returns:
-            ``(N, hidden_dim)`` non-negative layer-0 vectors.
+            ``(N, hidden_dim)``.
         """
         n = log_degree.shape[0]
         dtype = self.linear.weight.dtype
@@ -118,13 +128,13 @@ class InputProjection(nn.Module):
             )
         parts.append(log_degree.to(dtype).unsqueeze(-1))
         z = self.linear(torch.cat(parts, dim=-1))
-        if self.id_embedding is not None:
+        if self.id_embedding is not None and node_ids is not None:
             if tuple(node_ids.shape) != (n,):
                 raise ValueError(
                     f"node_ids has shape {tuple(node_ids.shape)}; expected ({n},)."
                 )
             z = z + self.id_embedding(node_ids)
-        return F.relu(z)
+        return z
 
 
 class PinSageConv(nn.Module):

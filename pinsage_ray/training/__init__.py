@@ -2,9 +2,9 @@
 
 from pinsage_ray.training.batches import BatchBuilder, TrainBatch
 from pinsage_ray.training.config import NeighborConfig, TrainConfig
-from pinsage_ray.training.pairs import PairSplit, make_pairs
+from pinsage_ray.training.pairs import PairSplit, make_pairs, pairs_for
 from pinsage_ray.training.producer import BatchProducer
 from pinsage_ray.training.trainer import TrainResult, train
 
 __all__ = ["BatchBuilder", "BatchProducer", "NeighborConfig", "PairSplit", "TrainBatch",
-           "TrainConfig", "TrainResult", "make_pairs", "train"]
+           "TrainConfig", "TrainResult", "make_pairs", "pairs_for", "train"]

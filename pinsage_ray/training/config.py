@@ -13,6 +13,7 @@ from typing import Any
 
 POSITIVES = ("auto", "walks", "sequence")
 NEGATIVE_SAMPLING = ("uniform", "degree")
+PAIR_WEIGHTING = ("count", "distinct")
 
 
 @dataclass
@@ -41,10 +42,14 @@ class TrainConfig:
     num_layers: int = 2            # K stacked convolutions
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
     use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
+    input_skip: bool = True        # add the input projection to the output (not in the paper)
     neighbors: NeighborConfig = field(default_factory=NeighborConfig)
     # data
     positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present
     positive_walk_length: int = 1  # 'walks' positives: steps from query (1 = shares a group)
+    sequence_window: int = 1       # 'sequence' positives: items up to this many places later
+    symmetric_pairs: bool = False  # also train every positive pair in the other direction
+    pair_weighting: str = "count"  # 'count': frequent pairs sampled more; 'distinct': once each
     pairs_per_item: int = 4        # 'walks' positives drawn per item per epoch pool
     val_fraction: float = 0.05     # held-out pairs for per-epoch hit@10 / MRR
     max_val_pairs: int = 2000      # cap on evaluated pairs (evaluation cost)
@@ -81,11 +86,16 @@ class TrainConfig:
         self.hard_band = tuple(self.hard_band)  # type: ignore[assignment]
         _positive_int(self, "hidden_dim", "embedding_dim", "num_layers", "num_epochs",
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
-                      "num_producers", "positive_walk_length", "pairs_per_item")
+                      "num_producers", "positive_walk_length", "pairs_per_item",
+                      "sequence_window")
         _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
-        if not isinstance(self.curriculum, bool):
-            raise ValueError(f"TrainConfig.curriculum={self.curriculum!r}; use True or False")
+        for name in ("curriculum", "symmetric_pairs", "input_skip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; use True or False")
+        if self.pair_weighting not in PAIR_WEIGHTING:
+            raise ValueError(f"TrainConfig.pair_weighting={self.pair_weighting!r}; "
+                             f"use one of {PAIR_WEIGHTING}")
         if self.pooling not in ("importance", "mean"):
             raise ValueError(f"TrainConfig.pooling={self.pooling!r}; use 'importance' or 'mean'")
         if self.positives not in POSITIVES:

@@ -26,7 +26,7 @@ from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.model.encoder import ModelConfig
 from pinsage_ray.training.config import TrainConfig
-from pinsage_ray.training.pairs import make_pairs
+from pinsage_ray.training.pairs import pairs_for
 from pinsage_ray.training.producer import BatchProducer, batches_per_epoch
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
     return ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
                        hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
                        num_layers=cfg.num_layers, pooling=cfg.pooling,
-                       use_id_embedding=cfg.use_id_embedding)
+                       use_id_embedding=cfg.use_id_embedding, input_skip=cfg.input_skip)
 
 
 def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
@@ -104,10 +104,7 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
         sharded = ShardedGraph(graph_uri, cfg.num_shards)
     try:
         walker = sharded if sharded is not None else LocalWalker(graph_uri)
-        pairs = make_pairs(store, walker, positives=cfg.positives,
-                           pairs_per_item=cfg.pairs_per_item,
-                           walk_length=cfg.positive_walk_length, val_fraction=cfg.val_fraction,
-                           seed=cfg.seed)
+        pairs = pairs_for(store, walker, cfg)
         _save_val_pairs(store, pairs, fs, run_path)
         pairs_ref = ray.put(pairs)
         producer_cls = ray.remote(BatchProducer).options(num_cpus=0, max_restarts=2,

@@ -68,10 +68,12 @@ def _encoder(num_layers: int = 2, feature_dim: int = FEAT, **kw) -> PinSageEncod
 
 def _layerwise(enc: PinSageEncoder, nbr, w, feats, logd) -> torch.Tensor:
     """Full-graph layer-wise inference through the public layer methods."""
+    x0 = enc.input_preactivation(torch.arange(NUM_ITEMS), feats, logd)
     h = enc.input_layer(torch.arange(NUM_ITEMS), feats, logd)
+    assert torch.equal(h, torch.relu(x0))
     for k in range(enc.num_layers):
         h = enc.conv_layer(k, h, h[nbr.clamp(min=0)], w, nbr >= 0)
-    return enc.output_layer(h)
+    return enc.output_layer(h, x0)
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
@@ -88,10 +90,11 @@ def test_shapes_and_unit_norm(num_layers):
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("pooling", ["importance", "mean"])
-def test_block_forward_equals_layerwise_full_graph(num_layers, pooling):
+@pytest.mark.parametrize("input_skip", [False, True])
+def test_block_forward_equals_layerwise_full_graph(num_layers, pooling, input_skip):
     """The oracle for layer-wise inference: sampled-block forward == full-graph layer-wise."""
     nbr, w, feats, logd = _graph()
-    enc = _encoder(num_layers, pooling=pooling)
+    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, input_skip=input_skip)
     full = _layerwise(enc, nbr, w, feats, logd)
     targets = [3, 5, 17, 29, 0]
     for extra_pad in (0, 3):
@@ -112,6 +115,38 @@ def test_output_layer_hand_computed():
     out = enc.output_layer(h)
     assert out.shape == (7, enc.embedding_dim)
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_input_skip_hand_computed_and_needs_x0():
+    enc = _encoder(2, input_skip=True)  # hidden 16 != embedding 8: S is a learned matrix
+    h, x0 = torch.randn(5, 16), torch.randn(5, 16)
+    G1, g, G2 = enc.output_hidden.weight, enc.output_hidden.bias, enc.output_proj.weight
+    z = torch.relu(h @ G1.T + g) @ G2.T + x0 @ enc.skip_proj.weight.T
+    assert torch.allclose(enc.output_layer(h, x0), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match="input_skip=True and needs x0"):
+        enc.output_layer(h)
+    # Equal widths: the skip is the identity, no extra parameters.
+    same = PinSageEncoder(ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, hidden_dim=8,
+                                      embedding_dim=8, input_skip=True))
+    assert isinstance(same.skip_proj, torch.nn.Identity)
+    h8, x8 = torch.randn(3, 8), torch.randn(3, 8)
+    z = torch.relu(h8 @ same.output_hidden.weight.T + same.output_hidden.bias) \
+        @ same.output_proj.weight.T + x8
+    assert torch.allclose(same.output_layer(h8, x8), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
+    # Without the skip x0 is ignored and there is no skip parameter.
+    plain = _encoder(2)
+    assert plain.skip_proj is None
+    assert torch.equal(plain.output_layer(h, x0), plain.output_layer(h))
+
+
+def test_unknown_ids_get_no_id_term():
+    """node_ids=None (cold-start items) leaves out the id embedding, not item 0's vector."""
+    _, _, feats, logd = _graph()
+    enc = _encoder(2, use_id_embedding=True)
+    ids = torch.arange(4)
+    with_ids = enc.input_preactivation(ids, feats[:4], logd[:4])
+    without = enc.input_preactivation(None, feats[:4], logd[:4])
+    assert torch.allclose(with_ids - without, enc.input_proj.id_embedding(ids), atol=1e-6)
 
 
 def test_id_embedding_mode():

@@ -35,6 +35,57 @@ def test_sequence_pairs_follow_time_order(tmp_path):
     assert sorted(zip(ids[q].tolist(), ids[p].tolist())) == [(2, 3), (2, 4), (3, 1)]
 
 
+def test_sequence_window_by_hand(tmp_path):
+    # group 0 in time order: 2, 3, 1, 5 ; group 1: 2, 4
+    ds = RawDataset("s", pa.table({"item": [1, 2, 3, 4, 2, 5], "group": [0, 0, 0, 1, 1, 0],
+                                   "timestamp": [3, 1, 2, 5, 4, 9]}))
+    store = prepare(ds, tmp_path / "g")
+    ids = np.asarray(store.item_ids)
+    q, p = sequence_pairs(store, window=2)
+    assert sorted(zip(ids[q].tolist(), ids[p].tolist())) == [
+        (1, 5), (2, 1), (2, 3), (2, 4), (3, 1), (3, 5)]
+    q1, _ = sequence_pairs(store, window=1)
+    assert len(q1) == 4
+    with pytest.raises(ValueError, match="window=0"):
+        sequence_pairs(store, window=0)
+    walker = LocalWalker(tmp_path / "g")
+    counted = make_pairs(store, walker, positives="sequence", window=2, val_fraction=0.0)
+    distinct = make_pairs(store, walker, positives="sequence", window=2, val_fraction=0.0,
+                          weighting="distinct")
+    both = make_pairs(store, walker, positives="sequence", window=2, val_fraction=0.0,
+                      symmetric=True)
+    assert len(counted.train_q) == len(distinct.train_q) == 6
+    assert len(both.train_q) == 12
+    assert sorted(zip(both.train_q.tolist(), both.train_p.tolist())) == sorted(
+        list(zip(q.tolist(), p.tolist())) + list(zip(p.tolist(), q.tolist())))
+
+
+def test_pair_counts_weight_training_and_never_cross_the_split(tmp_path):
+    # (a, b) in sequence for 6 users, (c, d) for 1: counting keeps 6 occurrences.
+    rows = [(u, it, t) for u in range(6) for t, it in enumerate([10, 11])] + [(9, 12, 0),
+                                                                           (9, 13, 1)]
+    ds = RawDataset("c", pa.table({"group": [r[0] for r in rows], "item": [r[1] for r in rows],
+                                   "timestamp": [r[2] for r in rows]}))
+    store = prepare(ds, tmp_path / "g")
+    walker = LocalWalker(tmp_path / "g")
+    ids = np.asarray(store.item_ids)
+    counted = make_pairs(store, walker, positives="sequence", val_fraction=0.0)
+    pairs = list(zip(ids[counted.train_q].tolist(), ids[counted.train_p].tolist()))
+    assert pairs.count((10, 11)) == 6 and pairs.count((12, 13)) == 1
+    distinct = make_pairs(store, walker, positives="sequence", val_fraction=0.0,
+                          weighting="distinct")
+    assert len(distinct.train_q) == 2
+    for seed in range(4):  # the validation pair never appears among the training occurrences
+        sp = make_pairs(store, walker, positives="sequence", val_fraction=0.5, seed=seed)
+        assert len(sp.val_q) == 1
+        train = set(zip(sp.train_q.tolist(), sp.train_p.tolist()))
+        assert (int(sp.val_q[0]), int(sp.val_p[0])) not in train
+    with pytest.raises(ValueError, match="weighting='often'"):
+        make_pairs(store, walker, positives="sequence", weighting="often")
+    with pytest.raises(ValueError, match="pair_weighting"):
+        TrainConfig(pair_weighting="often")
+
+
 def test_pairs_split_disjoint_and_valid(setup):
     store, _, _, pairs = setup
     assert (pairs.train_q != pairs.train_p).all()
@@ -103,11 +154,14 @@ def test_curriculum_and_determinism(setup):
         not np.array_equal(a.inp.node_ids.numpy(), other.inp.node_ids.numpy())
 
 
-def test_ranks_get_disjoint_pairs(setup):
+def test_ranks_split_the_training_occurrences(setup):
+    """Every training occurrence goes to exactly one rank (a pair seen twice may feed both)."""
     store, _, cfg, pairs = setup
     r0 = BatchProducer(store.uri, cfg, pairs, rank=0, world=2)
     r1 = BatchProducer(store.uri, cfg, pairs, rank=1, world=2)
-    assert set(r0.q * 10_000 + r0.p).isdisjoint(set(r1.q * 10_000 + r1.p))
+    assert abs(len(r0.q) - len(r1.q)) <= 1
+    ranks = np.sort(np.concatenate([r0.q * 10_000 + r0.p, r1.q * 10_000 + r1.p]))
+    assert np.array_equal(ranks, np.sort(pairs.train_q * 10_000 + pairs.train_p))
     assert r0.num_batches == r1.num_batches
 
 
