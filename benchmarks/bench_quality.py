@@ -44,7 +44,7 @@ logger = logging.getLogger("bench_quality")
 # The tuned recipes (docs/quality.md says how they were chosen: P1 on its validation split,
 # P2 on a split carved out of train.txt).
 P1_CONFIG: dict[str, Any] = dict(
-    use_id_embedding=True, negative_sampling="uniform", num_epochs=30, batch_size=1024,
+    use_id_embedding=True, negative_sampling="uniform", num_epochs=5, batch_size=1024,
     batches_per_epoch=100, lr=1e-2, margin=0.3, num_shared_negatives=500, max_hard_negatives=3,
     hard_band=(0.05, 0.3))
 P2_CONFIG: dict[str, Any] = dict(
@@ -55,6 +55,8 @@ QUICK: dict[str, Any] = dict(num_epochs=2, batches_per_epoch=5, batch_size=64)
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full (importance pooling, curriculum hard negatives, T=10)": {},
+    "no id skip (the paper's architecture)": {"id_skip": False},
+    "distinct pairs (pair counts ignored)": {"pair_weighting": "distinct"},
     "mean pooling (no importance)": {"pooling": "mean"},
     "no hard negatives": {"max_hard_negatives": 0},
     "no curriculum (all hard negatives from epoch 1)": {"curriculum": False},
@@ -120,6 +122,40 @@ def p2_tables(rows: dict[str, dict[str, float]]) -> str:
     return markdown_table(["model", "Recall@20", "NDCG@20"], body)
 
 
+def _protocol_of(key: str) -> str:
+    return key.split("_")[0]  # 'p1', 'p1_ablation', 'p1_ml100k_...' -> 'p1'
+
+
+def carry_over(path: Path, ran: set[str], metrics: list[dict], extra: dict[str, Any]
+               ) -> tuple[list[dict], dict[str, Any]]:
+    """Keep the results of the protocols this invocation did not run from an earlier file.
+
+    P1 and P2 take very different times, so they are often run separately; both belong in
+    one ``quality.json``. Metrics, ``extra`` entries and markdown sections are grouped by
+    their ``p1``/``p2`` prefix.
+    """
+    if not path.exists():
+        return metrics, extra
+    old = json.loads(path.read_text())
+    keep = [m for m in old.get("metrics", []) if _protocol_of(m["name"]) not in ran]
+    old_extra = old.get("extra", {})
+    for key, value in old_extra.items():
+        if key in ("p1", "p1_ablation", "p2", "p2val") and _protocol_of(key) not in ran:
+            extra[key] = value
+    for key, value in old_extra.get("sections", {}).items():
+        if _protocol_of(key) not in ran:
+            extra["sections"][key] = value
+    extra["sections"] = dict(sorted(extra["sections"].items()))
+    return keep + metrics, extra
+
+
+def _with_command(extra: dict[str, Any], key: str, section: str) -> str:
+    cmd = extra.get(_protocol_of(key), {}).get("command")
+    if cmd is None or key.endswith("ablation"):
+        return section
+    return f"{section}\n\nCommand: `python benchmarks/bench_quality.py {cmd}`."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,7 +189,7 @@ def main() -> None:
     md_path = cache / "RESULTS.md" if args.quick else None
     over = json.loads(args.config)
     quick = QUICK if args.quick else {}
-    metrics, extra, sections = [], {"args": vars(args)}, []
+    metrics, extra, sections = [], {"args": vars(args)}, {}
     t_start = time.perf_counter()
 
     def baselines(data: Any, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -179,23 +215,27 @@ def main() -> None:
         extra["p1"] = {"rows": rows, "runs": rep["runs"], "config": cfg,
                        "wall_seconds": rep["wall_seconds"]}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
-        sections.append(f"### P1: MovieLens-100K, related items to the latest item\n\n"
+        sections["p1"] = (f"### P1: MovieLens-100K, related items to the latest item\n\n"
                         f"PinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
                         f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
                         f"{train_min:.1f} min training per seed.\n\n{p1_tables(rows)}")
+        extra["p1"]["command"] = shlex.join(sys.argv[1:])
         if args.ablation:
             abl = {}
             for label, change in ABLATIONS.items():
-                c = _merge(cfg, change)
-                r = run_pinsage(data, c, cache / "p1-ablation" /
-                                ("_".join(f"{k}" for k in change) or "full"), args.ablation_seeds)
+                if not change and args.ablation_seeds == args.seeds:
+                    r = rep  # the main runs are the 'full' variant: not trained twice
+                else:
+                    r = run_pinsage(data, _merge(cfg, change), cache / "p1-ablation" /
+                                    ("_".join(f"{k}" for k in change) or "full"),
+                                    args.ablation_seeds)
                 abl[label] = {"change": change, "row": r["rows"]["pinsage"], "runs": r["runs"]}
             extra["p1_ablation"] = abl
             body = [[label, _pm(a["row"], "val_hit@10"), _pm(a["row"], "test_hit@10"),
                      _pm(a["row"], "val_mrr"),
                      f"{np.mean([x['train_seconds'] for x in a['runs']]) / 60:.1f}"]
                     for label, a in abl.items()]
-            sections.append(f"### P1 ablation (seeds {args.ablation_seeds})\n\n" + markdown_table(
+            sections["p1_ablation"] = (f"### P1 ablation (seeds {args.ablation_seeds})\n\n" + markdown_table(
                 ["variant", "val HR@10", "test HR@10", "val MRR", "train min"], body))
 
     if "p2" in args.protocols:
@@ -205,28 +245,33 @@ def main() -> None:
         rep = run_pinsage(data, cfg, cache / "p2", args.seeds)
         rows = {"pinsage": rep["rows"]["pinsage"], **baselines(data, P2_BASELINES)}
         p = rows["pinsage"]
-        pre = "p2_gowalla_val" if args.p2_validation else "p2_gowalla"
+        key = "p2val" if args.p2_validation else "p2"  # tuning runs do not replace test ones
+        pre = f"{key}_gowalla"
         metrics += [metric(f"{pre}_recall20_pinsage", p["recall@20"], "ratio"),
                     metric(f"{pre}_recall20_pinsage_std", p["recall@20_std"], "ratio", False),
                     metric(f"{pre}_ndcg20_pinsage", p["ndcg@20"], "ratio"),
                     metric(f"{pre}_ndcg20_pinsage_std", p["ndcg@20_std"], "ratio", False)]
         metrics += [metric(f"{pre}_recall20_{n}", r["recall@20"], "ratio")
                     for n, r in rows.items() if n != "pinsage"]
-        extra["p2"] = {"rows": rows, "runs": rep["runs"], "config": cfg,
+        extra[key] = {"rows": rows, "runs": rep["runs"], "config": cfg,
                        "wall_seconds": rep["wall_seconds"], "validation": args.p2_validation}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
-        sections.append(f"### P2: Gowalla{' (validation carved from train.txt)' if args.p2_validation else ''}"
+        sections[key] = (f"### P2: Gowalla{' (validation carved from train.txt)' if args.p2_validation else ''}"
                         f"\n\nPinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
                         f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
                         f"{train_min:.1f} min training per seed.\n\n{p2_tables(rows)}")
+        extra[key]["command"] = shlex.join(sys.argv[1:])
 
     extra["wall_seconds"] = time.perf_counter() - t_start
+    extra["sections"] = sections
+    ran = {"p2val" if p == "p2" and args.p2_validation else p for p in args.protocols}
+    metrics, extra = carry_over(results_dir / "quality.json", ran, metrics, extra)
     path = write_results("quality", metrics, machine, extra, results_dir=results_dir)
     md = ("## Recommendation quality (`bench_quality.py`)\n\n"
-          f"Command: `python benchmarks/bench_quality.py {shlex.join(sys.argv[1:])}`; "
-          f"{extra['wall_seconds'] / 60:.0f} min in all. Targets: P1 test HR@10 >= 0.17, "
-          "P2 Recall@20 >= 0.185 (PinSage, mean of seeds). See docs/quality.md.\n\n"
-          + "\n\n".join(sections))
+          "Targets: P1 test HR@10 >= 0.17, P2 Recall@20 >= 0.185 (PinSage, mean of seeds). "
+          "See docs/quality.md. Each protocol's section names the command that produced it "
+          "(a run of one protocol keeps the other's results).\n\n"
+          + "\n\n".join(_with_command(extra, k, v) for k, v in extra["sections"].items()))
     update_results_md("quality", md, path=md_path)
     print(f"wrote {path}")
     print(md)

@@ -103,11 +103,10 @@ def embed_new_items(run_dir: str | os.PathLike, features: np.ndarray,
         raise FileNotFoundError(f"{layers_dir}: no stored layers; run `pinsage-ray embed "
                                 f"{os.fspath(run_dir)}` first")
     degree = np.array([len(g) for g in group_ids], dtype=np.float32)
-    # No id-embedding term: a new item has no trained id (ids=None), only its features.
+    # No id-embedding term (input or id_skip): a new item has no trained id, only features.
     h = layerwise.input_layer_rows(enc, None, feats, np.log1p(degree))
     for k in range(enc.num_layers):
         t = VectorStore(_io.join(layers_dir, f"t{k}"), store.num_items)
         h = layerwise.conv_layer_rows(enc, k, h, t.gather(np.maximum(nb.ids, 0)), nb.ids,
                                       nb.weights)
-    x0 = layerwise.skip_rows(enc, None, feats, np.log1p(degree))
-    return layerwise.output_layer_rows(enc, h, x0).astype(np.float32)
+    return layerwise.output_layer_rows(enc, h, None).astype(np.float32)

@@ -41,16 +41,6 @@ def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray | None,
         return encoder.input_layer(*_input_args(ids, features, log_degree)).numpy()
 
 
-def skip_rows(encoder: PinSageEncoder, ids: np.ndarray | None, features: np.ndarray | None,
-              log_degree: np.ndarray) -> np.ndarray | None:
-    """What the output layer of an ``input_skip`` encoder adds (the input projection before
-    its ReLU; cheap to recompute from the inputs); None for an encoder without the skip."""
-    if not encoder.config.input_skip:
-        return None
-    with torch.no_grad():
-        return encoder.input_preactivation(*_input_args(ids, features, log_degree)).numpy()
-
-
 def transform_rows(encoder: PinSageEncoder, k: int, h: np.ndarray) -> np.ndarray:
     """Neighbour transform ``ReLU(Q_k h + q_k)`` of layer ``k`` for rows ``h`` (B, D)."""
     with torch.no_grad():
@@ -77,11 +67,13 @@ def conv_layer_rows(encoder: PinSageEncoder, k: int, h_self: np.ndarray, n_neigh
 
 
 def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray,
-                      x0: np.ndarray | None = None) -> np.ndarray:
-    """Final embeddings (B, embedding_dim), L2-normalised; ``x0`` from :func:`skip_rows`."""
+                      ids: np.ndarray | None = None) -> np.ndarray:
+    """Final embeddings (B, embedding_dim), L2-normalised, of items ``ids`` (None: items
+    without a trained id, for the ``id_skip`` term)."""
     with torch.no_grad():
-        return encoder.output_layer(torch.as_tensor(h),
-                                    None if x0 is None else torch.as_tensor(x0)).numpy()
+        return encoder.output_layer(
+            torch.as_tensor(h), None if ids is None else torch.as_tensor(ids, dtype=torch.long)
+        ).numpy()
 
 
 def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.ndarray,
@@ -126,11 +118,9 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
                                          ids, nb_weights[s:s + batch_size]))
         h = np.concatenate(parts)
         bar.update(n)
-    out = np.concatenate([output_layer_rows(
-        encoder, h[s:s + batch_size],
-        skip_rows(encoder, np.arange(s, min(s + batch_size, n)),
-                  None if features is None else features[s:s + batch_size],
-                  log_deg[s:s + batch_size])) for s in starts])
+    out = np.concatenate([output_layer_rows(encoder, h[s:s + batch_size],
+                                            np.arange(s, min(s + batch_size, n)))
+                          for s in starts])
     bar.update(n)
     bar.close()
     return out.astype(np.float32)

@@ -120,9 +120,7 @@ class _LayerPass:
             write_part(_io.join(self.layers_dir, f"t{self.layer}"), ids,
                        layerwise.transform_rows(self.encoder, self.layer, h))
             return {"id": ids}
-        x0 = (layerwise.skip_rows(self.encoder, ids, *self._inputs(ids, lo, hi))
-              if self.encoder.config.input_skip else None)
-        emb = layerwise.output_layer_rows(self.encoder, h, x0)
+        emb = layerwise.output_layer_rows(self.encoder, h, ids)
         return pa.table({"id": ids, "item": self.item_ids.take(pa.array(ids)),
                          "embedding": _list_column(emb)})
 

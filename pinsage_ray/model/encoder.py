@@ -5,12 +5,13 @@ Implements the forward pass of paper section 3.1-3.2 (Ying et al., KDD 2018, arX
 layers, each with its own parameters, over a sampled K-hop computation graph and then the
 final dense layers ``z_u = G2 ReLU(G1 h_u^(K) + g)``; the embedding is L2-normalised.
 
-``input_skip`` (not in the paper) adds the item's own layer-0 projection to ``z_u`` before the
-normalisation: ``z_u = G2 ReLU(G1 h_u^(K) + g) + S x_u`` with ``x_u = L [features; log degree]
-+ b + E[id]`` the input projection before its ReLU (``S`` the identity when the widths match).
-Without it a learnable id vector reaches the embedding only through K + 2 ReLU layers, each
-followed by a normalisation, and trains far worse than a free embedding (docs/quality.md
-measures it); DGL's PinSAGE example uses the same shortcut.
+``id_skip`` (not in the paper) adds the item's learnable id vector to ``z_u`` before the
+normalisation: ``z_u = G2 ReLU(G1 h_u^(K) + g) + S E[id_u]`` (``S`` the identity when the
+widths match). Without it an id vector reaches the embedding only through K + 2 ReLU layers,
+each followed by a normalisation, and trains far worse than a free embedding (docs/quality.md
+measures it); DGL's PinSAGE example has a similar shortcut. Features and degrees still reach
+the output only through the convolutions, and an item without a trained id (cold start) gets
+no id term, exactly as in the input layer.
 
 The encoder only produces embeddings. The max-margin loss lives in
 :mod:`pinsage_ray.model.loss`, scoring and retrieval elsewhere. The public layer-wise
@@ -54,8 +55,8 @@ class ModelConfig:
         use_id_embedding: learn a per-item id embedding. ``None`` means auto: true iff
             ``feature_dim == 0``. Resolved to a bool in ``__post_init__``.
         dropout: dropout probability on the convolution inputs during training.
-        input_skip: add the input projection (before ReLU) to the output (see the module
-            docstring); False = the paper's architecture.
+        id_skip: add the id embedding to the output (see the module docstring); needs
+            ``use_id_embedding``. False = the paper's architecture.
     """
 
     num_items: int
@@ -66,7 +67,7 @@ class ModelConfig:
     pooling: str = "importance"
     use_id_embedding: bool | None = None
     dropout: float = 0.0
-    input_skip: bool = False
+    id_skip: bool = False
 
     def __post_init__(self) -> None:
         _check_int("num_items", self.num_items, 1, "Pass the number of distinct items.")
@@ -87,9 +88,8 @@ class ModelConfig:
                 f"ModelConfig.dropout = {self.dropout!r}; expected a float in [0, 1)."
             )
         self.dropout = float(self.dropout)
-        if not isinstance(self.input_skip, bool):
-            raise ValueError(f"ModelConfig.input_skip = {self.input_skip!r}; expected True or "
-                             "False.")
+        if not isinstance(self.id_skip, bool):
+            raise ValueError(f"ModelConfig.id_skip = {self.id_skip!r}; expected True or False.")
         if self.use_id_embedding is None:
             self.use_id_embedding = self.feature_dim == 0
         elif not isinstance(self.use_id_embedding, bool):
@@ -102,6 +102,11 @@ class ModelConfig:
                 "ModelConfig.use_id_embedding = False with feature_dim = 0 leaves the model "
                 "only the log degree as input; set use_id_embedding=True (or None) or provide "
                 "item features."
+            )
+        if self.id_skip and not self.use_id_embedding:
+            raise ValueError(
+                "ModelConfig.id_skip = True needs an id embedding; set use_id_embedding=True "
+                "or id_skip=False."
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +157,7 @@ class PinSageEncoder(nn.Module):
         self.output_hidden = nn.Linear(h, h)  # G1, g
         self.output_proj = nn.Linear(h, config.embedding_dim, bias=False)  # G2
         self.skip_proj: nn.Module | None = None  # S
-        if config.input_skip:
+        if config.id_skip:
             self.skip_proj = (nn.Identity() if h == config.embedding_dim
                               else nn.Linear(h, config.embedding_dim, bias=False))
 
@@ -172,7 +177,7 @@ class PinSageEncoder(nn.Module):
         features: torch.Tensor | None,
         log_degree: torch.Tensor,
     ) -> torch.Tensor:
-        """Layer-0 vectors ``h^(0)``: ``ReLU`` of :meth:`input_preactivation`.
+        """Layer-0 vectors ``h^(0)``.
 
         Args:
             node_ids: ``(N,)`` int64 global item ids (None: items without a trained id).
@@ -184,15 +189,6 @@ class PinSageEncoder(nn.Module):
         """
         return self.input_proj(node_ids, features, log_degree)
 
-    def input_preactivation(
-        self,
-        node_ids: torch.Tensor | None,
-        features: torch.Tensor | None,
-        log_degree: torch.Tensor,
-    ) -> torch.Tensor:
-        """The input projection before its ReLU, ``x`` (what ``input_skip`` adds to the output);
-        arguments as :meth:`input_layer`."""
-        return self.input_proj.preactivation(node_ids, features, log_degree)
 
     def conv_layer(
         self,
@@ -218,25 +214,23 @@ class PinSageEncoder(nn.Module):
             raise IndexError(f"conv_layer k = {k}; expected 0 <= k < {self.num_layers}.")
         return self.convs[k](h_self, h_neighbors, weights, mask)
 
-    def output_layer(self, h: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
-        """Final dense layers ``normalize(G2 ReLU(G1 h + g) [+ S x0])``.
+    def output_layer(self, h: torch.Tensor, node_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final dense layers ``normalize(G2 ReLU(G1 h + g) [+ S E[node_ids]])``.
 
         Args:
             h: ``(N, hidden_dim)`` layer-``K`` vectors.
-            x0: ``(N, hidden_dim)`` the same items' :meth:`input_preactivation`; required
-                with ``input_skip``, ignored without.
+            node_ids: ``(N,)`` the items' ids, for the ``id_skip`` term; None = items without
+                a trained id (no id term). Ignored without ``id_skip``.
 
         Returns:
             ``(N, embedding_dim)`` L2-normalised embeddings.
         """
         z = self.output_proj(F.relu(self.output_hidden(h)))
-        if self.skip_proj is not None:
-            if x0 is None or tuple(x0.shape) != (h.shape[0], self.config.hidden_dim):
-                got = None if x0 is None else tuple(x0.shape)
-                raise ValueError(f"output_layer: this encoder has input_skip=True and needs "
-                                 f"x0 of shape ({h.shape[0]}, {self.config.hidden_dim}) "
-                                 f"(input_preactivation of the same items); got {got}.")
-            z = z + self.skip_proj(x0)
+        if self.skip_proj is not None and node_ids is not None:
+            if tuple(node_ids.shape) != (h.shape[0],):
+                raise ValueError(f"output_layer: node_ids has shape {tuple(node_ids.shape)}; "
+                                 f"expected ({h.shape[0]},), one id per row of h.")
+            z = z + self.skip_proj(self.input_proj.id_embedding(node_ids))
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
 
     def forward(self, inp: EncoderInput) -> torch.Tensor:
@@ -256,8 +250,7 @@ class PinSageEncoder(nn.Module):
                 f"EncoderInput has {len(inp.blocks)} blocks; this encoder has num_layers = "
                 f"{self.num_layers}. Sample with num_layers = {self.num_layers} hops."
             )
-        x0 = self.input_preactivation(inp.node_ids, inp.features, inp.log_degree)
-        h = F.relu(x0)
+        h = self.input_layer(inp.node_ids, inp.features, inp.log_degree)
         for k, block in enumerate(inp.blocks):
             if h.shape[0] != block.num_src:
                 where = "len(node_ids)" if k == 0 else f"blocks[{k - 1}].num_dst"
@@ -268,4 +261,4 @@ class PinSageEncoder(nn.Module):
             h = self.convs[k].forward_block(h, block)
         # Every layer's node list starts with the next layer's nodes, so the output nodes
         # are the first rows of layer 0.
-        return self.output_layer(h, x0[: h.shape[0]])
+        return self.output_layer(h, inp.node_ids[: h.shape[0]])

@@ -83,16 +83,7 @@ class InputProjection(nn.Module):
         features: torch.Tensor | None,
         log_degree: torch.Tensor,
     ) -> torch.Tensor:
-        """``ReLU`` of :meth:`preactivation`: the layer-0 vectors ``h^(0)``."""
-        return F.relu(self.preactivation(node_ids, features, log_degree))
-
-    def preactivation(
-        self,
-        node_ids: torch.Tensor | None,
-        features: torch.Tensor | None,
-        log_degree: torch.Tensor,
-    ) -> torch.Tensor:
-        """Project raw inputs of ``N`` nodes: ``L [x ; log_degree] + b + E[id]`` (no ReLU).
+        """Project raw inputs of ``N`` nodes.
 
         Args:
             node_ids: ``(N,)`` int64 global item ids (used only with the id embedding);
@@ -102,7 +93,7 @@ class InputProjection(nn.Module):
             log_degree: ``(N,)`` float ``log1p(degree)``.
 
         Returns:
-            ``(N, hidden_dim)``.
+            ``(N, hidden_dim)`` non-negative layer-0 vectors.
         """
         n = log_degree.shape[0]
         dtype = self.linear.weight.dtype
@@ -134,7 +125,7 @@ class InputProjection(nn.Module):
                     f"node_ids has shape {tuple(node_ids.shape)}; expected ({n},)."
                 )
             z = z + self.id_embedding(node_ids)
-        return z
+        return F.relu(z)
 
 
 class PinSageConv(nn.Module):

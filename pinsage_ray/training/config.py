@@ -42,7 +42,7 @@ class TrainConfig:
     num_layers: int = 2            # K stacked convolutions
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
     use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
-    input_skip: bool = True        # add the input projection to the output (not in the paper)
+    id_skip: bool | None = None    # add id vectors to the output (not in the paper); None = iff ids
     neighbors: NeighborConfig = field(default_factory=NeighborConfig)
     # data
     positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present
@@ -90,7 +90,9 @@ class TrainConfig:
                       "sequence_window")
         _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
-        for name in ("curriculum", "symmetric_pairs", "input_skip"):
+        if self.id_skip is not None and not isinstance(self.id_skip, bool):
+            raise ValueError(f"TrainConfig.id_skip={self.id_skip!r}; use True, False or None")
+        for name in ("curriculum", "symmetric_pairs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; use True or False")
         if self.pair_weighting not in PAIR_WEIGHTING:

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -56,10 +58,13 @@ class TrainResult:
 
 
 def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
-                       hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
-                       num_layers=cfg.num_layers, pooling=cfg.pooling,
-                       use_id_embedding=cfg.use_id_embedding, input_skip=cfg.input_skip)
+    """The encoder's configuration; ``id_skip=None`` resolves to 'whenever ids are learned'."""
+    mc = ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
+                     hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
+                     num_layers=cfg.num_layers, pooling=cfg.pooling,
+                     use_id_embedding=cfg.use_id_embedding)
+    id_skip = mc.use_id_embedding if cfg.id_skip is None else cfg.id_skip
+    return dataclasses.replace(mc, id_skip=bool(id_skip))
 
 
 def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,

@@ -68,12 +68,11 @@ def _encoder(num_layers: int = 2, feature_dim: int = FEAT, **kw) -> PinSageEncod
 
 def _layerwise(enc: PinSageEncoder, nbr, w, feats, logd) -> torch.Tensor:
     """Full-graph layer-wise inference through the public layer methods."""
-    x0 = enc.input_preactivation(torch.arange(NUM_ITEMS), feats, logd)
-    h = enc.input_layer(torch.arange(NUM_ITEMS), feats, logd)
-    assert torch.equal(h, torch.relu(x0))
+    ids = torch.arange(NUM_ITEMS)
+    h = enc.input_layer(ids, feats, logd)
     for k in range(enc.num_layers):
         h = enc.conv_layer(k, h, h[nbr.clamp(min=0)], w, nbr >= 0)
-    return enc.output_layer(h, x0)
+    return enc.output_layer(h, ids)
 
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
@@ -90,11 +89,11 @@ def test_shapes_and_unit_norm(num_layers):
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("pooling", ["importance", "mean"])
-@pytest.mark.parametrize("input_skip", [False, True])
-def test_block_forward_equals_layerwise_full_graph(num_layers, pooling, input_skip):
+@pytest.mark.parametrize("id_skip", [False, True])
+def test_block_forward_equals_layerwise_full_graph(num_layers, pooling, id_skip):
     """The oracle for layer-wise inference: sampled-block forward == full-graph layer-wise."""
     nbr, w, feats, logd = _graph()
-    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, input_skip=input_skip)
+    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, id_skip=id_skip)
     full = _layerwise(enc, nbr, w, feats, logd)
     targets = [3, 5, 17, 29, 0]
     for extra_pad in (0, 3):
@@ -117,26 +116,33 @@ def test_output_layer_hand_computed():
     assert torch.allclose(out, expected, atol=1e-6)
 
 
-def test_input_skip_hand_computed_and_needs_x0():
-    enc = _encoder(2, input_skip=True)  # hidden 16 != embedding 8: S is a learned matrix
-    h, x0 = torch.randn(5, 16), torch.randn(5, 16)
+def test_id_skip_hand_computed():
+    enc = _encoder(2, use_id_embedding=True, id_skip=True)  # hidden 16 != embedding 8: S learned
+    h, ids = torch.randn(5, 16), torch.tensor([3, 0, 7, 7, 39])
     G1, g, G2 = enc.output_hidden.weight, enc.output_hidden.bias, enc.output_proj.weight
-    z = torch.relu(h @ G1.T + g) @ G2.T + x0 @ enc.skip_proj.weight.T
-    assert torch.allclose(enc.output_layer(h, x0), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
-    with pytest.raises(ValueError, match="input_skip=True and needs x0"):
-        enc.output_layer(h)
+    e = enc.input_proj.id_embedding.weight[ids]
+    z = torch.relu(h @ G1.T + g) @ G2.T + e @ enc.skip_proj.weight.T
+    assert torch.allclose(enc.output_layer(h, ids), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
+    # No ids (cold-start items): no id term.
+    z0 = torch.relu(h @ G1.T + g) @ G2.T
+    assert torch.allclose(enc.output_layer(h), z0 / z0.norm(dim=-1, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match="one id per row"):
+        enc.output_layer(h, ids[:3])
     # Equal widths: the skip is the identity, no extra parameters.
-    same = PinSageEncoder(ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, hidden_dim=8,
-                                      embedding_dim=8, input_skip=True))
+    same = PinSageEncoder(ModelConfig(num_items=NUM_ITEMS, feature_dim=0, hidden_dim=8,
+                                      embedding_dim=8, id_skip=True))
     assert isinstance(same.skip_proj, torch.nn.Identity)
-    h8, x8 = torch.randn(3, 8), torch.randn(3, 8)
+    h8 = torch.randn(5, 8)
     z = torch.relu(h8 @ same.output_hidden.weight.T + same.output_hidden.bias) \
-        @ same.output_proj.weight.T + x8
-    assert torch.allclose(same.output_layer(h8, x8), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
-    # Without the skip x0 is ignored and there is no skip parameter.
-    plain = _encoder(2)
+        @ same.output_proj.weight.T + same.input_proj.id_embedding.weight[ids]
+    assert torch.allclose(same.output_layer(h8, ids), z / z.norm(dim=-1, keepdim=True),
+                          atol=1e-6)
+    # Without the skip, ids change nothing.
+    plain = _encoder(2, use_id_embedding=True)
     assert plain.skip_proj is None
-    assert torch.equal(plain.output_layer(h, x0), plain.output_layer(h))
+    assert torch.equal(plain.output_layer(h, ids), plain.output_layer(h))
+    with pytest.raises(ValueError, match="id_skip = True needs an id embedding"):
+        ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, id_skip=True)
 
 
 def test_unknown_ids_get_no_id_term():
@@ -144,9 +150,10 @@ def test_unknown_ids_get_no_id_term():
     _, _, feats, logd = _graph()
     enc = _encoder(2, use_id_embedding=True)
     ids = torch.arange(4)
-    with_ids = enc.input_preactivation(ids, feats[:4], logd[:4])
-    without = enc.input_preactivation(None, feats[:4], logd[:4])
-    assert torch.allclose(with_ids - without, enc.input_proj.id_embedding(ids), atol=1e-6)
+    lin = enc.input_proj.linear(torch.cat([feats[:4], logd[:4, None]], 1))
+    assert torch.allclose(enc.input_layer(None, feats[:4], logd[:4]), torch.relu(lin), atol=1e-6)
+    assert torch.allclose(enc.input_layer(ids, feats[:4], logd[:4]),
+                          torch.relu(lin + enc.input_proj.id_embedding(ids)), atol=1e-6)
 
 
 def test_id_embedding_mode():

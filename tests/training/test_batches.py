@@ -174,3 +174,17 @@ def test_config_validation():
         TrainConfig.from_dict({"epochs": 3})
     cfg = TrainConfig(neighbors={"top_t": 5})
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_id_skip_follows_the_id_embedding(setup):
+    from pinsage_ray.training.trainer import model_config_for
+
+    store = setup[0]  # the planted graph has features: no id embedding by default
+    assert model_config_for(store, TrainConfig()).id_skip is False
+    assert model_config_for(store, TrainConfig(use_id_embedding=True)).id_skip is True
+    assert model_config_for(store, TrainConfig(use_id_embedding=True,
+                                               id_skip=False)).id_skip is False
+    with pytest.raises(ValueError, match="id_skip"):
+        model_config_for(store, TrainConfig(id_skip=True))
+    with pytest.raises(ValueError, match="id_skip"):
+        TrainConfig(id_skip="yes")
