@@ -159,12 +159,21 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                       ("embedding_dim", int), ("num_layers", int), ("num_workers", int),
                       ("num_shards", int), ("num_producers", int), ("prefetch", int),
                       ("num_shared_negatives", int), ("max_hard_negatives", int),
-                      ("max_failures", int), ("seed", int)]:
+                      ("max_failures", int), ("sequence_window", int), ("seed", int)]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
                        help=f"default {getattr(d, name)}")
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
+    p.add_argument("--pair-weighting", choices=["count", "distinct"], default=None,
+                   help=f"default {d.pair_weighting}")
+    for name, why in [("symmetric_pairs", "also train each positive pair reversed"),
+                      ("use_id_embedding", "learnable id vectors (default: only without "
+                                           "features)"),
+                      ("id_skip", "add id vectors to the output (default: whenever ids are "
+                                  "learned)")]:
+        p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                       default=None, help=why)
     p.add_argument("--use-gpu", action="store_true", default=None)
     p.add_argument("--address", help="Ray address (default: a new local instance)")
 

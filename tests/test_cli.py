@@ -49,3 +49,10 @@ def test_train_config_from_flags(tmp_path):
                                       "--num-epochs", "2", "--top-t", "5"])
     cfg = train_config_from_args(args)
     assert (cfg.lr, cfg.num_epochs, cfg.neighbors.top_t) == (0.01, 2, 5)
+    assert (cfg.id_skip, cfg.symmetric_pairs, cfg.pair_weighting) == (None, False, "count")
+    args = build_parser().parse_args(["train", "g", "r", "--no-id-skip", "--use-id-embedding",
+                                      "--symmetric-pairs", "--sequence-window", "3",
+                                      "--pair-weighting", "distinct"])
+    cfg = train_config_from_args(args)
+    assert (cfg.id_skip, cfg.use_id_embedding, cfg.symmetric_pairs, cfg.sequence_window,
+            cfg.pair_weighting) == (False, True, True, 3, "distinct")
