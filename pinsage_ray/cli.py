@@ -149,6 +149,7 @@ def _neighbors(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train
 def _train_args(p: argparse.ArgumentParser) -> None:
     from pinsage_ray.training import TrainConfig
+    from pinsage_ray.training.config import PAIR_WEIGHTING
 
     p.add_argument("graph_dir")
     p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
@@ -165,7 +166,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
-    p.add_argument("--pair-weighting", choices=["count", "distinct"], default=None,
+    p.add_argument("--pair-weighting", choices=PAIR_WEIGHTING, default=None,
                    help=f"default {d.pair_weighting}")
     for name, why in [("symmetric_pairs", "also train each positive pair reversed"),
                       ("use_id_embedding", "learnable id vectors (default: only without "

@@ -24,13 +24,6 @@ from pinsage_ray.model.encoder import PinSageEncoder
 logger = logging.getLogger(__name__)
 
 
-def _input_args(ids: np.ndarray | None, features: np.ndarray | None,
-                log_degree: np.ndarray) -> tuple:
-    return (None if ids is None else torch.as_tensor(ids, dtype=torch.long),
-            None if features is None else torch.as_tensor(np.array(features, np.float32)),
-            torch.as_tensor(np.asarray(log_degree, np.float32)))
-
-
 def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray | None,
                      features: np.ndarray | None, log_degree: np.ndarray) -> np.ndarray:
     """Layer-0 vectors (B, hidden) of items ``ids``; ``features``/``log_degree`` are their rows.
@@ -38,7 +31,10 @@ def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray | None,
     ``ids=None`` for items without a trained id (cold start): no id-embedding term.
     """
     with torch.no_grad():
-        return encoder.input_layer(*_input_args(ids, features, log_degree)).numpy()
+        i = None if ids is None else torch.as_tensor(ids, dtype=torch.long)
+        f = None if features is None else torch.as_tensor(np.array(features, np.float32))
+        h = encoder.input_layer(i, f, torch.as_tensor(np.asarray(log_degree, np.float32)))
+    return h.numpy()
 
 
 def transform_rows(encoder: PinSageEncoder, k: int, h: np.ndarray) -> np.ndarray:

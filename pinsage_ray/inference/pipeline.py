@@ -98,17 +98,15 @@ class _LayerPass:
         fs, path = self.graph.fs, _io.join(self.graph.path, f"{name}.npy")
         return _io.read_npy_rows(fs, path, lo, hi)
 
-    def _inputs(self, ids: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray | None, np.ndarray]:
-        """Features (or None) and log degrees of sorted ``ids`` within ``[lo, hi)``."""
-        deg = np.diff(self._rows("item_indptr", lo, hi + 1))[ids - lo]
-        feats = self._rows("item_features", lo, hi)[ids - lo] if self.graph.feature_dim else None
-        return feats, np.log1p(deg)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         ids = np.sort(np.asarray(batch["id"], dtype=np.int64))
         lo, hi = int(ids[0]), int(ids[-1]) + 1
         if self.layer == 0:
-            h = layerwise.input_layer_rows(self.encoder, ids, *self._inputs(ids, lo, hi))
+            indptr = self._rows("item_indptr", lo, hi + 1)
+            deg = np.diff(indptr)[ids - lo]
+            feats = (self._rows("item_features", lo, hi)[ids - lo]
+                     if self.graph.feature_dim else None)
+            h = layerwise.input_layer_rows(self.encoder, ids, feats, np.log1p(deg))
         else:
             nb_ids, nb_w = read_neighbor_rows(self.nb_dir, lo, hi)
             nb_ids, nb_w = nb_ids[ids - lo], nb_w[ids - lo]

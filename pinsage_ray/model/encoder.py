@@ -189,7 +189,6 @@ class PinSageEncoder(nn.Module):
         """
         return self.input_proj(node_ids, features, log_degree)
 
-
     def conv_layer(
         self,
         k: int,

@@ -25,7 +25,7 @@ import numpy as np
 
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.sampling.api import WalkService
-from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.config import PAIR_WEIGHTING, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +84,13 @@ def walk_pairs(walker: WalkService, num_items: int, pairs_per_item: int, walk_le
                                      walk_length=walk_length, seed=seed)
 
 
-WEIGHTINGS = ("count", "distinct")
-
-
 def make_pairs(store: GraphStore, walker: WalkService, *, positives: str = "auto",
                pairs_per_item: int = 4, walk_length: int = 1, window: int = 1,
                symmetric: bool = False, weighting: str = "count", val_fraction: float = 0.05,
                seed: int = 0) -> PairSplit:
     """Build, weight, shuffle and split the positive pairs (see the module docstring)."""
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting={weighting!r}; use one of {WEIGHTINGS}")
+    if weighting not in PAIR_WEIGHTING:
+        raise ValueError(f"weighting={weighting!r}; use one of {PAIR_WEIGHTING}")
     source = positives
     if source == "auto":
         source = "sequence" if store.has_timestamps else "walks"

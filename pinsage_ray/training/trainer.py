@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import os
@@ -181,9 +180,7 @@ def _item_ids_parquet(store: GraphStore) -> bytes:
     """
     import pyarrow as pa
 
-    from pinsage_ray._io import parquet_bytes
-
-    return parquet_bytes(pa.table({"id": store.item_ids}))
+    return _io.parquet_bytes(pa.table({"id": store.item_ids}))
 
 
 def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, producer: Any) -> Any:
