@@ -374,7 +374,7 @@ def step_breakdown(graph: Path, args: argparse.Namespace, steps: int, profile: s
         marks.append((time.perf_counter(), time.thread_time()))
         emb = model(batch.inp)
         marks.append((time.perf_counter(), time.thread_time()))
-        loss = batch_loss(emb, batch, cfg.margin)
+        loss = batch_loss(emb, batch, cfg)
         marks.append((time.perf_counter(), time.thread_time()))
         opt.zero_grad(set_to_none=True)
         loss.backward()

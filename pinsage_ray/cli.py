@@ -149,14 +149,15 @@ def _neighbors(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train
 def _train_args(p: argparse.ArgumentParser) -> None:
     from pinsage_ray.training import TrainConfig
-    from pinsage_ray.training.config import PAIR_WEIGHTING
+    from pinsage_ray.training.config import LOSSES, PAIR_WEIGHTING
 
     p.add_argument("graph_dir")
     p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
     p.add_argument("--config", help="JSON file with TrainConfig fields (flags override it)")
     d = TrainConfig()
     for name, typ in [("num_epochs", int), ("batch_size", int), ("batches_per_epoch", int),
-                      ("lr", float), ("margin", float), ("hidden_dim", int),
+                      ("lr", float), ("margin", float), ("temperature", float),
+                      ("hidden_dim", int),
                       ("embedding_dim", int), ("num_layers", int), ("num_workers", int),
                       ("num_shards", int), ("num_producers", int), ("prefetch", int),
                       ("num_shared_negatives", int), ("max_hard_negatives", int),
@@ -166,6 +167,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help=f"default {d.loss} (the paper's); softmax uses --temperature")
     p.add_argument("--pair-weighting", choices=PAIR_WEIGHTING, default=None,
                    help=f"default {d.pair_weighting}")
     for name, why in [("symmetric_pairs", "also train each positive pair reversed"),

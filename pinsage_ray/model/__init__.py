@@ -5,14 +5,14 @@
 * :mod:`~pinsage_ray.model.layers`: input projection and the CONVOLVE layer (section 3.1).
 * :mod:`~pinsage_ray.model.encoder`: :class:`ModelConfig` and :class:`PinSageEncoder`
   (sections 3.1-3.2).
-* :mod:`~pinsage_ray.model.loss`: the max-margin loss (section 3.3).
+* :mod:`~pinsage_ray.model.loss`: the max-margin loss (section 3.3) and a sampled softmax.
 * :mod:`~pinsage_ray.model.schedule`: hard-negative curriculum and LR schedule (3.2-3.3).
 """
 
 from pinsage_ray.model.batch import Block, EncoderInput
 from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
 from pinsage_ray.model.layers import POOLING_MODES, InputProjection, PinSageConv
-from pinsage_ray.model.loss import margin_stats, max_margin_loss, score
+from pinsage_ray.model.loss import margin_stats, max_margin_loss, sampled_softmax_loss, score
 from pinsage_ray.model.schedule import (
     curriculum_table,
     hard_negatives_for_epoch,
@@ -30,6 +30,7 @@ __all__ = [
     "POOLING_MODES",
     "max_margin_loss",
     "margin_stats",
+    "sampled_softmax_loss",
     "score",
     "hard_negatives_for_epoch",
     "curriculum_table",

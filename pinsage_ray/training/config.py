@@ -14,6 +14,7 @@ from typing import Any
 POSITIVES = ("auto", "walks", "sequence")
 NEGATIVE_SAMPLING = ("uniform", "degree")
 PAIR_WEIGHTING = ("count", "distinct")
+LOSSES = ("max_margin", "softmax")
 
 
 @dataclass
@@ -67,7 +68,9 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps
     weight_decay: float = 0.0
-    margin: float = 0.1
+    loss: str = "max_margin"       # 'max_margin' (paper) or 'softmax' (sampled softmax)
+    margin: float = 0.1            # max-margin loss: Delta
+    temperature: float = 0.05      # softmax loss: logits are scores / temperature
     grad_clip: float = 0.0         # 0 = no clipping
     # execution
     num_workers: int = 1           # Ray Train workers (data parallel)
@@ -98,6 +101,8 @@ class TrainConfig:
         if self.pair_weighting not in PAIR_WEIGHTING:
             raise ValueError(f"TrainConfig.pair_weighting={self.pair_weighting!r}; "
                              f"use one of {PAIR_WEIGHTING}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainConfig.loss={self.loss!r}; use one of {LOSSES}")
         if self.pooling not in ("importance", "mean"):
             raise ValueError(f"TrainConfig.pooling={self.pooling!r}; use 'importance' or 'mean'")
         if self.positives not in POSITIVES:
@@ -109,7 +114,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r}; expected [0, 0.5)")
         if len(self.hard_band) != 2:
             raise ValueError(f"TrainConfig.hard_band={self.hard_band!r}; expected (lo, hi)")
-        for name in ("lr", "margin"):
+        for name in ("lr", "margin", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; must be > 0")
         if not 0.0 <= self.warmup_fraction < 1.0:

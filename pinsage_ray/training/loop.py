@@ -2,11 +2,11 @@
 
 Each worker wraps the encoder in DDP (gloo on CPU, nccl on GPU, via
 ``ray.train.torch.prepare_model``), consumes its own stream of minibatches from its producer
-actors, and optimises the max-margin loss with Adam under linear warm-up and decay. After
-every epoch rank 0 evaluates on the held-out pairs (hit@k and MRR by exact search over all
-items) and saves a checkpoint (model, optimiser, scheduler, epoch, configs, metrics history,
-id map); every rank reports so Ray Train can keep the workers in step. On a restart the loop
-resumes from ``ray.train.get_checkpoint()``.
+actors, and optimises ``TrainConfig.loss`` (max-margin by default) with Adam under linear
+warm-up and decay. After every epoch rank 0 evaluates on the held-out pairs (hit@k and MRR
+by exact search over all items) and saves a checkpoint (model, optimiser, scheduler, epoch,
+configs, metrics history, id map); every rank reports so Ray Train can keep the workers in
+step. On a restart the loop resumes from ``ray.train.get_checkpoint()``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
-from pinsage_ray.model.loss import margin_stats, max_margin_loss
+from pinsage_ray.model.loss import margin_stats, max_margin_loss, sampled_softmax_loss
 from pinsage_ray.model.schedule import warmup_linear_decay
 from pinsage_ray.training.batches import TrainBatch
 from pinsage_ray.training.config import TrainConfig
@@ -32,12 +32,21 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def batch_loss(emb: torch.Tensor, batch: TrainBatch, margin: float) -> torch.Tensor:
-    """Max-margin loss of a packed batch given the embeddings of its output nodes."""
+def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> torch.Tensor:
+    """``config.loss`` of a packed batch given the embeddings of its output nodes.
+
+    Output nodes are unique, so equal indices mean the same item: for the softmax, a shared
+    negative equal to the query or its positive is masked out.
+    """
     hard = batch.hard
     hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
-    return max_margin_loss(emb[batch.query], emb[batch.positive], emb[batch.shared], hard_emb,
-                           hard >= 0 if hard.shape[1] else None, margin)
+    hard_mask = hard >= 0 if hard.shape[1] else None
+    q, p, s = emb[batch.query], emb[batch.positive], emb[batch.shared]
+    if config.loss == "softmax":
+        shared = batch.shared.unsqueeze(0)
+        keep = (shared != batch.query.unsqueeze(1)) & (shared != batch.positive.unsqueeze(1))
+        return sampled_softmax_loss(q, p, s, hard_emb, hard_mask, config.temperature, keep)
+    return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
 
 
 def evaluate_embeddings(emb: np.ndarray, val_q: np.ndarray, val_p: np.ndarray,
@@ -109,7 +118,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 break
             batch = batch.to(device)
             emb = model(batch.inp)
-            loss = batch_loss(emb, batch, cfg.margin)
+            loss = batch_loss(emb, batch, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

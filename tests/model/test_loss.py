@@ -1,4 +1,4 @@
-"""Tests for pinsage_ray.model.loss (paper section 3.3 max-margin loss)."""
+"""Tests for pinsage_ray.model.loss (section 3.3 max-margin loss, and the sampled softmax)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pinsage_ray.model import margin_stats, max_margin_loss, score
+from pinsage_ray.model import margin_stats, max_margin_loss, sampled_softmax_loss, score
 
 torch.set_num_threads(1)
 
@@ -114,3 +114,41 @@ def test_score_and_errors():
     # Hard negatives alone (no shared) are fine.
     only_hard = max_margin_loss(q, p, shared[:0], hard, mask)
     assert only_hard.item() == pytest.approx(0.1 / 3, abs=1e-6)
+
+
+def test_sampled_softmax_by_hand():
+    """Scores from ``_batch``; every logit is score / t, the positive is the target.
+
+    q1: pos 0.6, shared [0.8, 0.0], hard [0.6, masked]; q2: pos 1.0, shared [0.6, 1.0],
+    hard [0.6, 0.8]. Loss_b = log(sum exp(logits)) - pos / t, averaged over b.
+    """
+    q, p, shared, hard, mask = _batch()
+    t = 0.5
+
+    def ce(pos, negs):
+        return math.log(sum(math.exp(x / t) for x in [pos, *negs])) - pos / t
+
+    want = (ce(0.6, [0.8, 0.0, 0.6]) + ce(1.0, [0.6, 1.0, 0.6, 0.8])) / 2
+    got = sampled_softmax_loss(q, p, shared, hard, mask, temperature=t)
+    assert got.item() == pytest.approx(want, abs=1e-5)
+    # shared_mask drops q2's second shared negative (its own positive) from the sum
+    keep = torch.tensor([[True, True], [True, False]])
+    want_masked = (ce(0.6, [0.8, 0.0, 0.6]) + ce(1.0, [0.6, 0.6, 0.8])) / 2
+    got = sampled_softmax_loss(q, p, shared, hard, mask, temperature=t, shared_mask=keep)
+    assert got.item() == pytest.approx(want_masked, abs=1e-5)
+    # no hard negatives, and a positive far above every negative gives a loss near 0
+    assert sampled_softmax_loss(q, p, shared, temperature=t).item() == pytest.approx(
+        (ce(0.6, [0.8, 0.0]) + ce(1.0, [0.6, 1.0])) / 2, abs=1e-5)
+    far = sampled_softmax_loss(q[1:], p[1:], -shared, temperature=0.01)
+    assert far.item() < 1e-6
+
+
+def test_sampled_softmax_gradient_and_errors():
+    q, p, shared, hard, mask = _batch()
+    q = q.clone().requires_grad_(True)
+    sampled_softmax_loss(q, p, shared, hard, mask, temperature=0.1).backward()
+    assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="temperature"):
+        sampled_softmax_loss(q, p, shared, temperature=0.0)
+    with pytest.raises(ValueError, match="shared_mask"):
+        sampled_softmax_loss(q, p, shared, shared_mask=torch.ones(2, 3, dtype=torch.bool))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from pinsage_ray.data.types import RawDataset
 from pinsage_ray.graph import GraphStore, prepare
@@ -172,8 +175,35 @@ def test_config_validation():
         TrainConfig(positives="clicks")
     with pytest.raises(ValueError, match="unknown TrainConfig"):
         TrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="bpr")
+    with pytest.raises(ValueError, match="temperature"):
+        TrainConfig(loss="softmax", temperature=-1.0)
     cfg = TrainConfig(neighbors={"top_t": 5})
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_batch_loss_masks_shared_negatives_that_are_the_pair(setup):
+    """Softmax: a shared negative equal to the query or positive must not count against it."""
+    from pinsage_ray.model import sampled_softmax_loss
+    from pinsage_ray.training.loop import batch_loss
+
+    store, _, cfg, pairs = setup
+    cfg = dataclasses.replace(cfg, loss="softmax", temperature=0.2, max_hard_negatives=0)
+    batch = BatchProducer(store.uri, cfg, pairs).batch(epoch=1, index=0)
+    # plant the collisions: shared negative 0 is query 0's positive, 1 is query 1 itself
+    batch.shared[0], batch.shared[1] = batch.positive[0], batch.query[1]
+    emb = torch.nn.functional.normalize(torch.randn(batch.inp.blocks[-1].num_dst, 8), dim=1)
+    keep = torch.ones(cfg.batch_size, len(batch.shared), dtype=torch.bool)
+    for b in range(cfg.batch_size):
+        keep[b] = (batch.shared != batch.query[b]) & (batch.shared != batch.positive[b])
+    assert not keep[0, 0] and not keep[1, 1]
+    want = sampled_softmax_loss(emb[batch.query], emb[batch.positive], emb[batch.shared],
+                                temperature=0.2, shared_mask=keep)
+    assert batch_loss(emb, batch, cfg).item() == pytest.approx(want.item(), abs=1e-6)
+    unmasked = sampled_softmax_loss(emb[batch.query], emb[batch.positive], emb[batch.shared],
+                                    temperature=0.2)
+    assert batch_loss(emb, batch, cfg).item() != pytest.approx(unmasked.item(), abs=1e-6)
 
 
 def test_id_skip_follows_the_id_embedding(setup):
