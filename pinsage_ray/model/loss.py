@@ -22,9 +22,9 @@ and the same negatives, but a cross-entropy over ``[s(q,p), s(q,n_1), ...] / tem
 with the positive as the target. Every negative pulls in proportion to its softmax weight
 instead of only while it violates the margin, so the loss keeps ranking the positive above
 *all* sampled items rather than stopping at "margin above each". On MovieLens it measured
-better than the hinge (``docs/quality.md``). Shared negatives that happen to be the query or
-its positive (uniform sampling with replacement draws popular items often) are masked out via
-``shared_mask`` so the loss never pushes an item away from itself.
+better than the hinge (``docs/quality.md``). ``shared_mask`` removes shared negatives that
+happen to be a query's own positive (an accidental hit: the same logit as the target), so the
+loss never pushes a positive away from its query.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def sampled_softmax_loss(
             :func:`max_margin_loss`.
         temperature: logits are scores divided by this (> 0); smaller is sharper.
         shared_mask: ``(B, M)`` bool, false where shared negative ``m`` must not count for
-            query ``b`` (it is the query or its positive); ``None``: all count.
+            query ``b`` (e.g. it is ``b``'s positive); ``None``: all count.
 
     Returns:
         Scalar tensor: ``mean_b -log softmax([s(q,p), s(q,n)...] / temperature)[0]``.

@@ -36,15 +36,17 @@ def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> tor
     """``config.loss`` of a packed batch given the embeddings of its output nodes.
 
     Output nodes are unique, so equal indices mean the same item: for the softmax, a shared
-    negative equal to the query or its positive is masked out.
+    negative equal to the query's positive is masked out (an accidental hit). One equal to
+    the query itself is kept: on unit vectors its logit is the constant ``1 / temperature``,
+    which keeps the loss from saturating once the positive tops the sampled negatives;
+    masking it too measured -0.012 val / -0.012 test HR@10 on MovieLens (2 seeds).
     """
     hard = batch.hard
     hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
     hard_mask = hard >= 0 if hard.shape[1] else None
     q, p, s = emb[batch.query], emb[batch.positive], emb[batch.shared]
     if config.loss == "softmax":
-        shared = batch.shared.unsqueeze(0)
-        keep = (shared != batch.query.unsqueeze(1)) & (shared != batch.positive.unsqueeze(1))
+        keep = batch.shared.unsqueeze(0) != batch.positive.unsqueeze(1)
         return sampled_softmax_loss(q, p, s, hard_emb, hard_mask, config.temperature, keep)
     return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
 

@@ -183,27 +183,32 @@ def test_config_validation():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_batch_loss_masks_shared_negatives_that_are_the_pair(setup):
-    """Softmax: a shared negative equal to the query or positive must not count against it."""
-    from pinsage_ray.model import sampled_softmax_loss
+def test_batch_loss_masks_shared_negatives_that_are_the_positive(setup):
+    """Softmax: a shared negative equal to a query's positive is dropped for that query only;
+    one equal to the query itself stays (its constant logit is kept on purpose)."""
+    from pinsage_ray.model import max_margin_loss, sampled_softmax_loss
     from pinsage_ray.training.loop import batch_loss
 
     store, _, cfg, pairs = setup
     cfg = dataclasses.replace(cfg, loss="softmax", temperature=0.2, max_hard_negatives=0)
     batch = BatchProducer(store.uri, cfg, pairs).batch(epoch=1, index=0)
-    # plant the collisions: shared negative 0 is query 0's positive, 1 is query 1 itself
+    # plant collisions: shared negative 0 is query 0's positive, 1 is query 1 itself
     batch.shared[0], batch.shared[1] = batch.positive[0], batch.query[1]
     emb = torch.nn.functional.normalize(torch.randn(batch.inp.blocks[-1].num_dst, 8), dim=1)
+    q, p, s = emb[batch.query], emb[batch.positive], emb[batch.shared]
     keep = torch.ones(cfg.batch_size, len(batch.shared), dtype=torch.bool)
     for b in range(cfg.batch_size):
-        keep[b] = (batch.shared != batch.query[b]) & (batch.shared != batch.positive[b])
-    assert not keep[0, 0] and not keep[1, 1]
-    want = sampled_softmax_loss(emb[batch.query], emb[batch.positive], emb[batch.shared],
-                                temperature=0.2, shared_mask=keep)
-    assert batch_loss(emb, batch, cfg).item() == pytest.approx(want.item(), abs=1e-6)
-    unmasked = sampled_softmax_loss(emb[batch.query], emb[batch.positive], emb[batch.shared],
-                                    temperature=0.2)
-    assert batch_loss(emb, batch, cfg).item() != pytest.approx(unmasked.item(), abs=1e-6)
+        for m in range(len(batch.shared)):
+            keep[b, m] = bool(batch.shared[m] != batch.positive[b])
+    assert not keep[0, 0] and keep[1, 1]
+    want = sampled_softmax_loss(q, p, s, temperature=0.2, shared_mask=keep)
+    got = batch_loss(emb, batch, cfg).item()
+    assert got == pytest.approx(want.item(), abs=1e-6)
+    assert got != pytest.approx(sampled_softmax_loss(q, p, s, temperature=0.2).item(), abs=1e-6)
+    # the max-margin loss ignores collisions and uses the margin
+    hinge = dataclasses.replace(cfg, loss="max_margin", margin=0.3)
+    assert batch_loss(emb, batch, hinge).item() == pytest.approx(
+        max_margin_loss(q, p, s, margin=0.3).item(), abs=1e-6)
 
 
 def test_id_skip_follows_the_id_embedding(setup):
