@@ -149,7 +149,7 @@ def _neighbors(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train
 def _train_args(p: argparse.ArgumentParser) -> None:
     from pinsage_ray.training import TrainConfig
-    from pinsage_ray.training.config import LOSSES, PAIR_WEIGHTING
+    from pinsage_ray.training.config import LOSSES, NEGATIVE_SAMPLING, PAIR_WEIGHTING
 
     p.add_argument("graph_dir")
     p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
@@ -167,6 +167,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
+    p.add_argument("--negative-sampling", choices=NEGATIVE_SAMPLING, default=None,
+                   help=f"shared negatives; default {d.negative_sampling}")
     p.add_argument("--loss", choices=LOSSES, default=None,
                    help=f"default {d.loss} (the paper's); softmax uses --temperature")
     p.add_argument("--pair-weighting", choices=PAIR_WEIGHTING, default=None,

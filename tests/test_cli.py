@@ -56,3 +56,8 @@ def test_train_config_from_flags(tmp_path):
     cfg = train_config_from_args(args)
     assert (cfg.id_skip, cfg.use_id_embedding, cfg.symmetric_pairs, cfg.sequence_window,
             cfg.pair_weighting) == (False, True, True, 3, "distinct")
+    assert (cfg.loss, cfg.negative_sampling) == ("max_margin", "degree")
+    args = build_parser().parse_args(["train", "g", "r", "--loss", "softmax", "--temperature",
+                                      "0.1", "--negative-sampling", "uniform"])
+    cfg = train_config_from_args(args)
+    assert (cfg.loss, cfg.temperature, cfg.negative_sampling) == ("softmax", 0.1, "uniform")
