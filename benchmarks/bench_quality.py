@@ -101,6 +101,12 @@ def run_pinsage(data: Any, cfg_dict: dict[str, Any], workdir: Path, seeds: list[
     return rep
 
 
+def _loss_words(cfg: dict[str, Any]) -> str:
+    if cfg.get("loss", "max_margin") == "softmax":
+        return f"sampled-softmax loss (temperature {cfg['temperature']})"
+    return f"max-margin loss (margin {cfg['margin']})"
+
+
 def _pm(row: dict[str, float], key: str) -> str:
     if f"{key}_std" in row:
         return f"{row[key]:.4f} ± {row[f'{key}_std']:.4f}"
@@ -223,7 +229,8 @@ def main() -> None:
         sections["p1"] = (f"### P1: MovieLens-100K, related items to the latest item\n\n"
                         f"PinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
                         f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
-                        f"{train_min:.1f} min training per seed.\n\n{p1_tables(rows)}")
+                        f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
+                        f"\n\n{p1_tables(rows)}")
         extra["p1"]["command"] = shlex.join(sys.argv[1:])
         if args.ablation:
             abl = {}
@@ -264,7 +271,8 @@ def main() -> None:
         sections[key] = (f"### P2: Gowalla{' (validation carved from train.txt)' if args.p2_validation else ''}"
                         f"\n\nPinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
                         f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
-                        f"{train_min:.1f} min training per seed.\n\n{p2_tables(rows, bool(args.p2_validation))}")
+                        f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
+                        f"\n\n{p2_tables(rows, bool(args.p2_validation))}")
         extra[key]["command"] = shlex.join(sys.argv[1:])
 
     extra["wall_seconds"] = time.perf_counter() - t_start
