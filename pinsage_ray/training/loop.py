@@ -131,8 +131,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             examples += batch.num_examples
             if len(losses) % 20 == 1:
                 with torch.no_grad():
+                    # softmax runs: the share of shared negatives scored above the positive
+                    margin = cfg.margin if cfg.loss == "max_margin" else 0.0
                     stats.append(margin_stats(emb[batch.query], emb[batch.positive],
-                                              emb[batch.shared], margin=cfg.margin))
+                                              emb[batch.shared], margin=margin))
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "epoch": epoch, "loss": float(np.mean(losses)), "hard_negatives": hard_k,

@@ -149,6 +149,9 @@ def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str)
     current = {"train_config": cfg.to_dict(), "graph_dir": graph_uri}
     if _io.exists(fs, path):
         previous = _io.read_json(fs, path)
+        # a run written before a field existed ran with that field's default
+        for key, value in json.loads(json.dumps(TrainConfig().to_dict())).items():
+            previous["train_config"].setdefault(key, value)
         now = json.loads(json.dumps(current))
         for run in (previous, now):  # these may change between resumed runs
             for key in RESUMABLE_CHANGES:

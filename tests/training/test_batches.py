@@ -223,3 +223,20 @@ def test_id_skip_follows_the_id_embedding(setup):
         model_config_for(store, TrainConfig(id_skip=True))
     with pytest.raises(ValueError, match="id_skip"):
         TrainConfig(id_skip="yes")
+
+
+def test_runs_from_before_a_new_field_resume_with_its_default(tmp_path):
+    """run.json without 'loss'/'temperature' (older runs) resumes under the defaults only."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from pinsage_ray.training.trainer import _check_same_config
+
+    fs = pafs.LocalFileSystem()
+    old = TrainConfig().to_dict()
+    del old["loss"], old["temperature"]
+    (tmp_path / "run.json").write_text(json.dumps({"train_config": old, "graph_dir": "g"}))
+    _check_same_config(fs, str(tmp_path), TrainConfig(), "g")  # same as before: resumes
+    with pytest.raises(ValueError, match="loss"):
+        _check_same_config(fs, str(tmp_path), TrainConfig(loss="softmax"), "g")
