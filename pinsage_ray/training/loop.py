@@ -107,6 +107,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     eval_data = ray.get(loop_config["eval_ref"]) if rank == 0 else None
     item_ids = ray.get(loop_config["item_ids_ref"]) if rank == 0 else b""
 
+    # violated_fraction: within the hinge's margin; for softmax runs, scored above the positive
+    stats_margin = cfg.margin if cfg.loss == "max_margin" else 0.0
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         hard_k = cfg.hard_negatives_at(epoch)
         model.train()
@@ -131,10 +133,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             examples += batch.num_examples
             if len(losses) % 20 == 1:
                 with torch.no_grad():
-                    # softmax runs: the share of shared negatives scored above the positive
-                    margin = cfg.margin if cfg.loss == "max_margin" else 0.0
                     stats.append(margin_stats(emb[batch.query], emb[batch.positive],
-                                              emb[batch.shared], margin=margin))
+                                              emb[batch.shared], margin=stats_margin))
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "epoch": epoch, "loss": float(np.mean(losses)), "hard_negatives": hard_k,
