@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from pinsage_ray.evaluation import baselines as bl
+from pinsage_ray.evaluation import linear
 from pinsage_ray.evaluation.protocols import (LeaveLastSplit, evaluate_p1, evaluate_p2,
                                               leave_last_split)
 
 logger = logging.getLogger(__name__)
 
 BASELINES = {"popularity": bl.Popularity, "itemknn": bl.ItemKNN, "rp3beta": bl.RP3beta,
-             "ppr": bl.PPRBaseline}
+             "ppr": bl.PPRBaseline, "svd": linear.SVDEmbedding, "ease": linear.EASE}
 
 
 @dataclass

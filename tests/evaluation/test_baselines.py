@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pinsage_ray.evaluation import ItemKNN, Popularity, PPRBaseline, RP3beta, topk_excluding
+from pinsage_ray.evaluation.linear import EASE, SVDEmbedding, svd_item_embedding
 
 # 3 users x 4 items: u0 {0, 1, 2}, u1 {0, 1}, u2 {1, 3}. Popularity [2, 3, 1, 1];
 # co-occurrence (0,1)=2, (0,2)=1, (1,2)=1, (1,3)=1, others 0.
@@ -109,3 +110,134 @@ def test_errors_name_argument_and_fix():
         Popularity().fit(USERS, ITEMS, 3, 4).item_scores(np.array([4]))
     with pytest.raises(ValueError, match="restart_prob"):
         PPRBaseline(restart_prob=0.0)
+
+
+# ----------------------------------------------------------------- linear: EASE and SVD
+def _ease_closed_form(x: np.ndarray, l2: float) -> np.ndarray:
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(x.shape[1]))
+    return np.eye(x.shape[1]) - p @ np.diag(1.0 / np.diag(p))  # Steck 2019, eq. 8
+
+
+@pytest.mark.parametrize("l2", [0.5, 10.0])
+def test_ease_matches_numpy_closed_form_with_zero_diagonal(l2):
+    x, u, i = _random_interactions(4, n_users=11, n_items=7)
+    b = _ease_closed_form(x, l2)
+    # duplicate pairs collapse to one binary interaction
+    m = EASE(l2=l2).fit(np.append(u, u[:3]), np.append(i, i[:3]), *x.shape)
+    got = m.item_scores(np.arange(7))
+    assert got.dtype == np.float32 and got.shape == (7, 7)
+    np.testing.assert_allclose(got, b, atol=1e-5)
+    np.testing.assert_array_equal(np.diag(got), 0.0)
+    np.testing.assert_allclose(m.item_scores(np.array([5, 2])), b[[5, 2]], atol=1e-5)
+    np.testing.assert_allclose(m.user_scores(np.array([3, 0, 3])), x[[3, 0, 3]] @ b, atol=1e-5)
+
+
+def test_ease_tiny_blocks_and_item_without_users():
+    x, u, i = _random_interactions(5, n_users=10, n_items=6)
+    b = _ease_closed_form(np.hstack([x, np.zeros((10, 1))]), 2.0)  # item 6 has no users
+    m = EASE(l2=2.0, max_triples=3, max_dense_bytes=8 * 7).fit(u, i, 10, 7)
+    np.testing.assert_allclose(m.item_scores(np.arange(7)), b, atol=1e-5)
+    np.testing.assert_array_equal(m.item_scores(np.array([6]))[0], 0.0)
+
+
+def test_ease_refuses_large_catalogues_and_bad_arguments():
+    assert EASE().max_items == 50_000
+    with pytest.raises(ValueError, match=r"num_items=6 exceeds max_items=5.*rp3beta"):
+        EASE(max_items=5).fit(USERS, ITEMS, 3, 6)
+    EASE(max_items=4).fit(USERS, ITEMS, 3, 4)  # at the limit: fine
+    with pytest.raises(ValueError, match="l2"):
+        EASE(l2=0.0)
+    with pytest.raises(RuntimeError, match="fit"):
+        EASE().user_scores(np.array([0]))
+    with pytest.raises(ValueError, match="user_ids"):
+        EASE().fit(USERS, ITEMS, 3, 4).user_scores(np.array([3]))
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt(x.sum(1, keepdims=True)) / np.sqrt(np.maximum(x.sum(0, keepdims=True), 1))
+
+
+def test_svd_embedding_matches_dense_svd():
+    x, u, i = _random_interactions(6, n_users=9, n_items=8, density=0.5)
+    _, s, vt = np.linalg.svd(_normalised(x))
+    ref = vt[:3].T * s[:3]  # V_k S_k, defined up to the sign of each column
+    emb = svd_item_embedding(u, i, 9, 8, dim=3)
+    assert emb.shape == (8, 3) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.abs(emb), np.abs(ref), atol=1e-5)
+    np.testing.assert_allclose(emb @ emb.T, ref @ ref.T, atol=1e-5)
+    # dimensions beyond the rank are zero, so dim larger than the matrix is allowed
+    assert np.all(svd_item_embedding(u, i, 9, 8, dim=12)[:, 8:] == 0)
+
+
+def _planted_blocks(seed: int = 0, blocks: int = 4, users_per: int = 30, items_per: int = 12):
+    """Users of block b engage mostly with items of block b, plus a few random items."""
+    rng = np.random.default_rng(seed)
+    n_u, n_i = blocks * users_per, blocks * items_per
+    x = np.zeros((n_u, n_i))
+    for b in range(blocks):
+        x[b * users_per:(b + 1) * users_per, b * items_per:(b + 1) * items_per] = (
+            rng.random((users_per, items_per)) < 0.5)
+    x[rng.integers(0, n_u, 2 * n_u), rng.integers(0, n_i, 2 * n_u)] = 1.0  # noise
+    u, i = np.nonzero(x)
+    return u, i, n_u, n_i, np.arange(n_i) // items_per
+
+
+def test_svd_recovers_planted_blocks_and_scores_like_pinsage():
+    u, i, n_u, n_i, block = _planted_blocks()
+    m = SVDEmbedding(dim=4).fit(u, i, n_u, n_i)
+    sims = m.item_scores(np.arange(n_i))
+    assert sims.shape == (n_i, n_i) and sims.dtype == np.float32
+    np.testing.assert_allclose(np.diag(sims), 1.0, atol=1e-5)  # cosine: unit rows
+    top5 = topk_excluding(sims, 5, exclude=[[q] for q in range(n_i)])
+    assert (block[top5] == block[:, None]).all()
+    # user vector = normalised mean of the user's training-item vectors (PinSage's scorer)
+    emb = m.embedding.numpy()
+    users = np.array([0, 45, 0, 119])
+    got = m.user_scores(users)
+    assert got.shape == (4, n_i) and got.dtype == np.float32
+    for row, user in zip(got, users):
+        mean = emb[i[u == user]].mean(0)
+        np.testing.assert_allclose(row, emb @ (mean / np.linalg.norm(mean)), atol=1e-5)
+    assert (block[np.argmax(got, 1)] == users // 30).all()  # users of block b: items of block b
+
+
+def test_svd_is_deterministic_per_seed_and_leaves_global_rng_alone():
+    import torch
+
+    u, i, n_u, n_i, _ = _planted_blocks(seed=1, users_per=60, items_per=40)  # q < rank: random
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = svd_item_embedding(u, i, n_u, n_i, dim=8, seed=7)
+    np.testing.assert_array_equal(torch.rand(3), expected)
+    np.testing.assert_array_equal(a, svd_item_embedding(u, i, n_u, n_i, dim=8, seed=7))
+    b = svd_item_embedding(u, i, n_u, n_i, dim=8, seed=8)
+    assert not np.array_equal(a, b)  # the seed is used...
+    # ...and both runs converged to the same leading singular values (column norms of V S)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=0)[:4], np.linalg.norm(b, axis=0)[:4], rtol=1e-3)
+
+
+def test_svd_user_without_items_and_argument_checks():
+    m = SVDEmbedding(dim=2).fit(USERS, ITEMS, 4, 5)  # user 3 and item 4 have no interactions
+    np.testing.assert_array_equal(m.user_scores(np.array([3])), np.zeros((1, 5)))
+    np.testing.assert_array_equal(m.item_scores(np.array([4])), np.zeros((1, 5)))
+    assert m.user_scores(np.array([], dtype=np.int64)).shape == (0, 5)
+    with pytest.raises(ValueError, match="dim"):
+        SVDEmbedding(dim=0)
+    with pytest.raises(ValueError, match="query_items"):
+        m.item_scores(np.array([5]))
+    with pytest.raises(ValueError, match="num_users"):
+        svd_item_embedding(USERS, ITEMS, 2, 4)
+
+
+def test_svd_and_ease_are_registered_for_the_harness_and_cli(capsys):
+    from pinsage_ray.cli import main
+    from pinsage_ray.evaluation.harness import BASELINES, ProtocolData, fit_baseline
+
+    assert BASELINES["svd"] is SVDEmbedding and BASELINES["ease"] is EASE
+    data = ProtocolData("t", "", 4, 3, np.arange(4), USERS, ITEMS)
+    assert fit_baseline("ease", data).item_scores(np.array([0])).shape == (1, 4)
+    assert main(["evaluate", "--baselines", "svd", "ease"]) == 2  # names accepted ...
+    assert "RUN_DIR" in capsys.readouterr().err  # ... it stops at the missing run directory
+    assert main(["evaluate", "--baselines", "svd", "easy"]) == 2
+    assert "'easy'" in capsys.readouterr().err
