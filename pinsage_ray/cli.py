@@ -64,12 +64,22 @@ def _summary(store) -> dict:
 # --------------------------------------------------------------------------- synthetic
 def _synthetic_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="folder for interactions/features/labels Parquet files")
-    p.add_argument("--items", type=int, default=10_000)
-    p.add_argument("--groups", type=int, default=5_000)
-    p.add_argument("--communities", type=int, default=20)
-    p.add_argument("--group-size", type=float, default=10.0, help="mean items per group")
-    p.add_argument("--feature-dim", type=int, default=32)
-    p.add_argument("--feature-noise", type=float, default=1.0)
+    p.add_argument("--preset", choices=["default", "fine-coarse"], default="default",
+                   help="starting parameters; the flags below override them. fine-coarse: "
+                   "features show 10 coarse categories, only the graph shows their 10 fine "
+                   "communities each (pinsage_ray.data.synthetic.fine_coarse_config)")
+    p.add_argument("--items", type=int, help="default 10000")
+    p.add_argument("--groups", type=int, help="default 5000")
+    p.add_argument("--communities", type=int,
+                   help="communities, or coarse categories with --fine-per-coarse (default 20)")
+    p.add_argument("--fine-per-coarse", type=int,
+                   help="split each community into this many fine ones that only the graph "
+                   "shows; features follow the coarse one (default 0 = one level)")
+    p.add_argument("--group-size", type=float, help="mean items per group (default 10)")
+    p.add_argument("--p-in", type=float,
+                   help="fraction of a group's draws from its home community (default 0.8)")
+    p.add_argument("--feature-dim", type=int, help="default 32")
+    p.add_argument("--feature-noise", type=float, help="default 1.0")
     p.add_argument("--timestamps", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
@@ -78,12 +88,19 @@ def _synthetic_args(p: argparse.ArgumentParser) -> None:
 @command("synthetic", _synthetic_args)
 def _synthetic(args: argparse.Namespace) -> int:
     """Write a planted-community synthetic dataset (Parquet)."""
-    from pinsage_ray.data import SyntheticConfig, write_synthetic
+    import dataclasses
 
-    cfg = SyntheticConfig(num_items=args.items, num_groups=args.groups,
-                          num_communities=args.communities, mean_group_size=args.group_size,
-                          feature_dim=args.feature_dim, feature_noise=args.feature_noise,
-                          timestamps=args.timestamps, seed=args.seed)
+    from pinsage_ray.data import SyntheticConfig, write_synthetic
+    from pinsage_ray.data.synthetic import fine_coarse_config
+
+    base = (fine_coarse_config(seed=args.seed) if args.preset == "fine-coarse"
+            else SyntheticConfig(seed=args.seed))
+    flags = {"num_items": args.items, "num_groups": args.groups,
+             "num_communities": args.communities, "num_fine_per_coarse": args.fine_per_coarse,
+             "mean_group_size": args.group_size, "p_in": args.p_in,
+             "feature_dim": args.feature_dim, "feature_noise": args.feature_noise}
+    cfg = dataclasses.replace(base, timestamps=args.timestamps,
+                              **{k: v for k, v in flags.items() if v is not None})
     print(json.dumps(write_synthetic(cfg, args.out_dir, show_progress=True,
                                      overwrite=args.overwrite), indent=2, default=str))
     return 0
@@ -303,8 +320,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TrainConfig JSON for the protocol runs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--baselines", nargs="*", default=None,
-                   help="baselines to compare (default with the flag alone: popularity "
-                   "itemknn rp3beta)")
+                   help="baselines to compare, any of: popularity itemknn rp3beta ppr svd "
+                   "(truncated-SVD item embedding, cosine) ease (EASE, dense: at most 50k "
+                   "items); default with the flag alone: popularity itemknn rp3beta")
     p.add_argument("-k", type=int, nargs="+", default=[10, 500], help="P3 hit-rate cut-offs")
     p.add_argument("--json", help="also write the report as JSON to this file")
 
@@ -312,10 +330,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 @command("evaluate", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
     """P3 on a run's held-out pairs, or protocol P1/P2 end to end, with baselines."""
+    from pinsage_ray.evaluation.harness import BASELINES
     from pinsage_ray.evaluation.protocols import format_markdown_table
 
     names = (["popularity", "itemknn", "rp3beta"] if args.baselines == []
              else list(args.baselines or []))
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:  # fail now, not after the protocol's training runs
+        raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
     if args.protocol:
         from pinsage_ray.evaluation.harness import p1_data, p2_data, run_protocol
         from pinsage_ray.training import TrainConfig

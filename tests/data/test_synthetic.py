@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinsage_ray.data import SyntheticConfig, generate_synthetic, read_synthetic, write_synthetic
-from pinsage_ray.data.synthetic import BLOCK_GROUPS
+from pinsage_ray.data.synthetic import BLOCK_GROUPS, fine_coarse_config
 
 BASE = dict(num_items=4000, num_groups=3000, num_communities=10, mean_group_size=10.0, seed=7)
 
@@ -174,6 +174,9 @@ def test_write_round_trip(dataset, tmp_path):
         ("feature_noise", float("nan"), r"feature_noise=nan"),
         ("seed", -1, r"seed=-1 .*>= 0"),
         ("timestamps", "yes", r"timestamps='yes' .*True or False"),
+        ("num_fine_per_coarse", -1, r"num_fine_per_coarse=-1 .*>= 0"),
+        ("num_fine_per_coarse", 401, r"num_fine_per_coarse=401 .*4010 exceeds num_items=4000"),
+        ("num_fine_per_coarse", 2.0, r"num_fine_per_coarse=2\.0 is invalid: pass an int"),
     ],
 )
 def test_config_validation(field, value, message):
@@ -185,3 +188,101 @@ def test_write_rejects_bad_chunk_groups(tmp_path):
     with pytest.raises(ValueError, match="chunk_groups=0"):
         write_synthetic(SyntheticConfig(**{**BASE, "num_groups": 10}), tmp_path / "x", chunk_groups=0)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- two levels (fine / coarse)
+TWO = dict(BASE, num_communities=4, num_fine_per_coarse=5, p_in=0.8)  # 20 fine of 200 items
+
+
+@pytest.fixture(scope="module")
+def two_level():
+    return generate_synthetic(SyntheticConfig(**TWO, timestamps=True))
+
+
+def test_two_level_labels(two_level):
+    labels = two_level.item_labels
+    assert labels.schema == pa.schema([("item", pa.int64()), ("label", pa.int64()), ("coarse", pa.int64())])
+    fine, coarse = labels["label"].to_numpy(), labels["coarse"].to_numpy()
+    np.testing.assert_array_equal(coarse, fine // TWO["num_fine_per_coarse"])
+    assert SyntheticConfig(**TWO).num_fine_communities == 20
+    assert np.bincount(fine).tolist() == [200] * 20
+    assert (np.diff(fine) != 0).mean() > 0.5  # shuffled over item ids
+    groups = two_level.extra["group_labels"]
+    assert groups.column_names == ["group", "label", "coarse"]
+    home = groups["label"].to_numpy()
+    assert home.max() == 19 and home.min() == 0
+    np.testing.assert_array_equal(groups["coarse"].to_numpy(), home // TWO["num_fine_per_coarse"])
+
+
+def test_two_level_edges_follow_fine_communities(two_level):
+    items, groups, fine, home = _arrays(two_level)
+    per_group = np.bincount(groups, weights=fine[items] == home[groups]) / np.bincount(groups)
+    expected = TWO["p_in"] + (1 - TWO["p_in"]) / 20  # noise draws: any of the 20 fine communities
+    assert abs(per_group.mean() - expected) < 0.05, (per_group.mean(), expected)
+    same_group = groups[1:] == groups[:-1]
+    same_fine = fine[items[1:]] == fine[items[:-1]]
+    assert same_fine[same_group].mean() > 0.55  # chance 1/20
+    assert np.bincount(items, minlength=TWO["num_items"]).min() >= 1
+    n_cov = two_level.extra["num_coverage_edges"]
+    np.testing.assert_array_equal(fine[items[-n_cov:]], home[groups[-n_cov:]])  # coverage: fine home
+
+
+def test_two_level_features_reveal_only_coarse(two_level):
+    # Without noise, features are exactly the coarse centroid: identical across fine communities.
+    exact = generate_synthetic(SyntheticConfig(**{**TWO, "num_groups": 100}, feature_noise=0.0))
+    feats, coarse = _features(exact), exact.item_labels["coarse"].to_numpy()
+    assert len(np.unique(feats, axis=0)) == TWO["num_communities"]
+    for c in range(TWO["num_communities"]):
+        assert (feats[coarse == c] == feats[coarse == c][0]).all()
+    # With noise, nearest-centroid: coarse is recoverable, fine only by chance within the coarse.
+    feats = _features(generate_synthetic(SyntheticConfig(**{**TWO, "num_groups": 100}, feature_noise=0.25)))
+    fine = exact.item_labels["label"].to_numpy()
+    train = np.arange(len(feats)) % 2 == 0
+
+    def accuracy(labels):
+        cent = np.stack([feats[train & (labels == c)].mean(0) for c in range(labels.max() + 1)])
+        d = ((feats[~train, None, :] - cent[None]) ** 2).sum(-1)
+        return (d.argmin(1) == labels[~train]).mean()
+
+    coarse_acc = accuracy(coarse)
+    assert coarse_acc > 0.9
+    assert accuracy(fine) < 0.3 * coarse_acc + 0.05  # 1/5 of the coarse hits, plus slack
+
+
+def test_one_fine_per_coarse_equals_single_level():
+    single = generate_synthetic(SyntheticConfig(**BASE))
+    one = generate_synthetic(SyntheticConfig(**BASE, num_fine_per_coarse=1))
+    assert one.interactions.equals(single.interactions)
+    assert one.item_features.equals(single.item_features)
+    assert one.item_labels.drop_columns(["coarse"]).equals(single.item_labels)
+    np.testing.assert_array_equal(one.item_labels["coarse"].to_numpy(), one.item_labels["label"].to_numpy())
+    assert single.item_labels.column_names == ["item", "label"]  # single level: no coarse column
+    assert single.extra["group_labels"].column_names == ["group", "label"]
+
+
+def test_two_level_write_round_trip(two_level, tmp_path):
+    summary = write_synthetic(SyntheticConfig(**TWO, timestamps=True), tmp_path / "syn", chunk_groups=1024)
+    assert summary["num_fine_communities"] == 20
+    assert summary["config"]["num_fine_per_coarse"] == TWO["num_fine_per_coarse"]
+    back = read_synthetic(tmp_path / "syn")
+    assert back.interactions.equals(two_level.interactions)
+    assert back.item_labels.equals(two_level.item_labels)
+    assert back.item_features.equals(two_level.item_features)
+    assert back.extra["group_labels"].equals(two_level.extra["group_labels"])
+    assert SyntheticConfig(**back.extra["config"]) == SyntheticConfig(**TWO, timestamps=True)
+
+
+def test_fine_coarse_preset():
+    from pinsage_ray.evaluation.planted import features_embedding, planted_precision
+
+    cfg = fine_coarse_config(seed=3)
+    assert (cfg.num_communities, cfg.num_fine_per_coarse, cfg.num_items, cfg.seed) == (10, 10, 4000, 3)
+    ds = generate_synthetic(cfg)
+    items, groups, fine, _ = _arrays(ds)
+    assert 45_000 < len(items) < 70_000  # small enough to train on a laptop CPU
+    same_group = groups[1:] == groups[:-1]
+    assert (fine[items[1:]] == fine[items[:-1]])[same_group].mean() > 0.15  # graph carries fine: ~0.19, chance 0.01
+    labels = {"fine": fine, "coarse": ds.item_labels["coarse"].to_numpy()}
+    p = planted_precision(features_embedding(_features(ds)), labels, 10, sample=1000)
+    assert 0.8 < p["coarse"] < 0.97, p  # features: coarse ~0.88
+    assert p["fine"] < 0.13, p  # ~coarse / 10: no fine information
