@@ -9,7 +9,8 @@ recall >= 0.95). :class:`Recommender` loads both and answers in *original* item 
   into one query vector (mean, optionally recency-weighted) and its nearest items returned,
   the group's own items excluded;
 * ``add_items(ids, features, groups)``: embeds items that were not in the graph (cold start)
-  and makes them retrievable without retraining.
+  and makes them retrievable without retraining; an item with no groups yet (content without
+  engagement) is embedded from its features alone.
 """
 
 from __future__ import annotations
@@ -124,13 +125,34 @@ class Recommender:
         return self.similar_to_vector(v, k, exclude=list(items) if exclude_seen else ())
 
     def add_items(self, ids: Sequence[Any], features: np.ndarray,
-                  groups: Sequence[Sequence[Any]], *, seed: int = 0) -> np.ndarray:
-        """Embed new items (cold start) and add them to the index; returns their embeddings."""
+                  groups: Sequence[Sequence[Any]] | None = None, *,
+                  seed: int = 0) -> np.ndarray:
+        """Embed new items (cold start) and add them to the index; returns their embeddings.
+
+        Args:
+            ids: original ids of the new items (not already in this run).
+            features: (M, F) their features, the training features' columns.
+            groups: per item, the original ids of the groups it belongs to; an empty list
+                (or ``groups=None`` for all) for an item without engagement yet: it is
+                embedded from its features alone, as a feature-only item of the graph is.
+            seed: walk seed of the new items' neighbourhoods.
+        """
         from pinsage_ray.inference.coldstart import embed_new_items
 
+        ids = list(ids)
+        if len(ids) != len(features):
+            raise ValueError(f"ids has {len(ids)} entries for {len(features)} feature rows; "
+                             "give one id per new item")
+        known = [i for i in ids if i in self._position]
+        if known or len(set(ids)) != len(ids):
+            bad = known[0] if known else next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"ids: item {bad!r} is already in this run or repeated; new items "
+                             "need new, distinct ids")
+        if groups is None:
+            groups = [[] for _ in ids]
         emb = embed_new_items(self.run_dir, features, groups, seed=seed)
-        self.index.add_items(emb, np.asarray(list(ids), dtype=self.ids.dtype))
-        self.ids = np.concatenate([self.ids, np.asarray(list(ids), dtype=self.ids.dtype)])
+        self.index.add_items(emb, np.asarray(ids, dtype=self.ids.dtype))
+        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype)])
         self.embeddings = np.concatenate([self.embeddings, emb])
         self._position.update({v: len(self._position) + i for i, v in enumerate(ids)})
         return emb

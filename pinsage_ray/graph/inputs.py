@@ -90,7 +90,8 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
     """Align a features table to contiguous item ids: float32 (num_items, F).
 
     ``table`` has ``item`` plus either one list/fixed-size-list column or several numeric
-    columns. Every graph item needs a row; rows for unknown items or duplicates are errors.
+    columns. Every graph item needs a row (``prepare`` first adds the items that have features
+    but no interactions to ``item_ids``); rows for unknown items or duplicates are errors.
     """
     if "item" not in table.column_names:
         raise InputError(f"{origin}: features need an 'item' column; found {table.column_names}")
@@ -147,6 +148,23 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
     return out
 
 
+def feature_only_items(table: pa.Table, item_ids: pa.Array, origin: str) -> pa.Array:
+    """Ids of the features table that are not among the interactions' items (cold start).
+
+    These items have content but no engagement yet (the paper's cold-start case); ``prepare``
+    adds them to the graph with degree 0. Returned unique, cast to ``item_ids.type``.
+    """
+    if "item" not in table.column_names:
+        raise InputError(f"{origin}: features need an 'item' column; found {table.column_names}")
+    items = table.column("item").combine_chunks()
+    if items.null_count:
+        row = _first(pc.is_null(items).to_numpy(zero_copy_only=False))
+        raise InputError(f"{origin}: row {row}, column 'item' is null; drop or fill it")
+    items = _cast_ids(items, item_ids, origin, "features")
+    unknown = pc.invert(pc.is_in(items, value_set=item_ids))
+    return pc.unique(items.filter(unknown))
+
+
 def align_labels(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarray:
     """int64 labels (num_items,) from a table with ``item`` and ``label``; -1 where absent."""
     for col in ("item", "label"):
@@ -159,17 +177,22 @@ def align_labels(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarray
 
 
 def _positions(items: pa.ChunkedArray, item_ids: pa.Array, origin: str, what: str) -> np.ndarray:
-    items = items.combine_chunks()
+    items = _cast_ids(items.combine_chunks(), item_ids, origin, what)
+    pos = pc.index_in(items, value_set=item_ids)
+    if pos.null_count:
+        row = _first(pc.is_null(pos).to_numpy(zero_copy_only=False))
+        raise InputError(
+            f"{origin}: row {row}: {what} given for unknown item {items[row].as_py()!r} "
+            "(neither in the interactions nor in the item features); drop it, or add its "
+            "interactions or a feature row")
+    return pos.to_numpy().astype(np.int64)
+
+
+def _cast_ids(items: pa.Array, item_ids: pa.Array, origin: str, what: str) -> pa.Array:
     if items.type != item_ids.type:
         try:
             items = items.cast(item_ids.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise InputError(f"{origin}: {what} item ids have type {items.type} but the "
                              f"interactions' ids have type {item_ids.type}") from err
-    pos = pc.index_in(items, value_set=item_ids)
-    if pos.null_count:
-        row = _first(pc.is_null(pos).to_numpy(zero_copy_only=False))
-        raise InputError(
-            f"{origin}: row {row}: {what} given for unknown item {items[row].as_py()!r} "
-            "(not in the interactions); drop it or add its interactions")
-    return pos.to_numpy().astype(np.int64)
+    return items

@@ -5,7 +5,13 @@ columns ``item``, ``group``, optional ``weight`` and ``timestamp``. Every row is
 row raises :class:`InputError` naming the file, the row and the column. Ids (int64 or string)
 are mapped to contiguous ids in sorted order of the original ids; duplicate (item, group) edges
 merge (weights add, the earliest timestamp is kept); rows of weight 0 are dropped first, so
-every node in the graph has at least one edge.
+every node that comes from the interactions has at least one edge.
+
+Items that have a feature row but no interactions (new content without engagement yet: the
+paper's cold-start case) become items of the graph with degree 0: no edges (empty CSR rows),
+their features stored like any other item's, counted in the manifest's
+``feature_only_items``. Walks from them are empty, and inference embeds them from their
+features alone (see :func:`pinsage_ray.inference.layerwise.inference_ids`).
 What was merged or dropped is counted in the manifest's ``report``.
 """
 
@@ -44,7 +50,9 @@ def prepare(
         source: a RawDataset (from :mod:`pinsage_ray.data`) or a Parquet/CSV file or folder.
         graph_dir: output directory (local or URI); written atomically.
         item_features: optional Parquet path or table with ``item`` plus one list column or
-            several numeric columns; overrides ``source.item_features``.
+            several numeric columns; overrides ``source.item_features``. Every item of the
+            interactions needs a row; a row for an item without interactions adds that item
+            with degree 0 (a feature-only, cold-start item).
         overwrite: replace an existing ``graph_dir``.
 
     Returns:
@@ -82,6 +90,15 @@ def prepare(
             if table.num_rows == 0:
                 raise InputError(f"{origin}: every row has weight 0; nothing to build a graph from")
     item_ids, item_codes = _encode(table.column("item"))
+    feature_only = 0
+    if feats is not None:
+        extra = inputs.feature_only_items(feats, item_ids, feats_origin)
+        feature_only = len(extra)
+        if feature_only:
+            # Re-encode over the union so contiguous ids stay in sorted order of original ids.
+            union_ids, codes = _encode(pa.concat_arrays([item_ids, extra]))
+            item_codes = codes[:len(item_ids)][item_codes]
+            item_ids = union_ids
     group_ids, group_codes = _encode(table.column("group"))
     n_items, n_groups = len(item_ids), len(group_ids)
     weights = (table.column("weight").to_numpy().astype(np.float64)
@@ -116,6 +133,7 @@ def prepare(
         "num_items": n_items,
         "num_groups": n_groups,
         "num_edges": int(len(edges["item"])),
+        "feature_only_items": int(feature_only),
         "feature_dim": feature_dim,
         "has_timestamps": times is not None,
         "weighted": bool(np.any(edges["weight"] != 1.0)),
@@ -138,9 +156,10 @@ def prepare(
         manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
         _io.write_json(fs, _io.join(tmp, "manifest.json"), manifest)
     logger.info(
-        "prepared %s: %d items, %d groups, %d edges (%d duplicate rows merged, %d zero-weight "
-        "rows dropped) in %.1fs", graph_dir, n_items, n_groups, manifest["num_edges"],
-        report["duplicate_rows_merged"], report["zero_weight_rows_dropped"],
+        "prepared %s: %d items (%d feature-only, no edges), %d groups, %d edges (%d duplicate "
+        "rows merged, %d zero-weight rows dropped) in %.1fs", graph_dir, n_items, feature_only,
+        n_groups, manifest["num_edges"], report["duplicate_rows_merged"],
+        report["zero_weight_rows_dropped"],
         manifest["prepare_seconds"])
     return GraphStore(graph_dir)
 

@@ -6,7 +6,8 @@ contiguous ids, as CSR in both directions, plus optional item features, labels a
     manifest.json          format version, counts, dtypes, per-file sha256, degree stats, report
     item_ids.parquet       column ``id``: original item id of contiguous id i (row i)
     group_ids.parquet      the same for groups
-    item_indptr.npy        int64 (num_items + 1,)  item -> groups CSR
+    item_indptr.npy        int64 (num_items + 1,)  item -> groups CSR (a feature-only item's
+                                                   row is empty: degree 0)
     item_indices.npy       int64 (num_edges,)      group ids, sorted within a row
     item_weights.npy       float32 (num_edges,)    edge weights (> 0; duplicates summed)
     group_indptr.npy       int64 (num_groups + 1,) group -> items CSR
@@ -134,6 +135,11 @@ class GraphStore:
     @property
     def num_edges(self) -> int:
         return int(self.manifest["num_edges"])
+
+    @property
+    def feature_only_items(self) -> int:
+        """Items with features but no interactions (degree 0, cold start) added by prepare."""
+        return int(self.manifest.get("feature_only_items", 0))
 
     @property
     def feature_dim(self) -> int:

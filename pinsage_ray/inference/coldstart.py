@@ -1,11 +1,13 @@
 """Embedding new items without retraining (PinSage is inductive, paper section 3).
 
-A new item is given by its features and the groups it joined. Its importance neighbourhood
+A new item is given by its features and the groups it joined (possibly none: content without
+engagement yet, embedded from its features alone, exactly as layer-wise inference embeds a
+feature-only item of the graph). Its importance neighbourhood
 comes from random walks that start in those groups (item -> group uses the new item's own
 group list; every later hop runs on the existing graph) and its layers are computed from the
 stored layer outputs of its neighbours (``run_dir/inference/layers``), so nothing already
 computed is recomputed. The model must have been trained with item features: an id embedding
-has no row for an unseen item.
+has no row for an unseen item, so a new item gets no id term (input layer or ``id_skip``).
 """
 
 from __future__ import annotations
@@ -36,15 +38,18 @@ def cold_neighbors(shard: GraphShard, groups: Sequence[np.ndarray], *, num_walks
 
     Args:
         shard: a shard owning the whole graph (in-process walks).
-        groups: per new item, an int64 array of contiguous group ids (>= 1 each).
+        groups: per new item, an int64 array of contiguous group ids; an empty array (an
+            item without engagement) gives an empty neighbourhood (all -1, weights 0).
     """
     m = len(groups)
+    if m == 0:
+        z = np.zeros((0, top_t))
+        return aggregate.Neighborhood(z.astype(np.int64), z.astype(np.float32),
+                                      z.astype(np.int64))
     lens = np.array([len(g) for g in groups], dtype=np.int64)
-    if (lens == 0).any():
-        raise ValueError(f"new item {int(np.argmin(lens))} has no groups; every new item needs "
-                         "at least one group it belongs to")
     offsets = np.concatenate([[0], np.cumsum(lens)])
-    flat = np.concatenate([np.asarray(g, np.int64) for g in groups])
+    flat = np.concatenate([np.asarray(g, np.int64).reshape(-1) for g in groups] +
+                          [np.full(1, -1, np.int64)])  # sentinel, see below
     walker = np.arange(m * num_walks, dtype=np.int64)
     owner = walker // num_walks
     at_new = np.ones(len(walker), dtype=bool)  # walker sits on its (new) seed item
@@ -54,7 +59,10 @@ def cold_neighbors(shard: GraphShard, groups: Sequence[np.ndarray], *, num_walks
         u, v = rng.two_uniforms(seed, walker, step, _START)
         group = np.empty(len(walker), dtype=np.int64)
         o = owner[at_new]
-        group[at_new] = flat[offsets[o] + (u[at_new] * lens[o]).astype(np.int64)]
+        # An item without groups gets group -1: a dead walker that records -1 at every step
+        # (choose() maps -1 to -1). The trailing sentinel keeps the gather in bounds.
+        pick = flat[offsets[o] + (u[at_new] * lens[o]).astype(np.int64)]
+        group[at_new] = np.where(lens[o] > 0, pick, -1)
         if (~at_new).any():
             group[~at_new] = shard.items.choose(cur[~at_new], u[~at_new], True)
         item = shard.groups.choose(group, rng.uniforms(seed, walker, step, _GROUP), True)
@@ -72,7 +80,9 @@ def embed_new_items(run_dir: str | os.PathLike, features: np.ndarray,
     Args:
         run_dir: a run whose ``embed`` has been run (layer outputs are read from it).
         features: float32 (M, F) features of the new items, same columns as training.
-        groups: per new item, the ORIGINAL ids of the groups it belongs to.
+        groups: per new item, the ORIGINAL ids of the groups it belongs to; an empty list
+            for an item without engagement yet (embedded from its features alone: empty
+            neighbourhood, degree 0, no id term).
         graph_dir: override the training graph location.
         seed: walk seed.
 
@@ -83,8 +93,13 @@ def embed_new_items(run_dir: str | os.PathLike, features: np.ndarray,
     enc = model.encoder
     store = GraphStore(model.graph_dir)
     if store.feature_dim == 0:
-        raise ValueError("this model was trained without item features (id embeddings), so an "
-                         "unseen item has no input vector; retrain with item features")
+        raise ValueError(
+            "this model was trained without item features (ids only), so an unseen item has no "
+            "input vector: its id has no trained embedding. To embed new items without "
+            "retraining, prepare the graph with item features (prepare(..., item_features=...) "
+            "or `pinsage-ray prepare --features`; a feature row is enough for an item "
+            "without interactions) and train on it; or add the new items' interactions to the "
+            "input and re-run prepare, train and embed")
     feats = np.asarray(features, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[1] != store.feature_dim:
         raise ValueError(f"features has shape {feats.shape}; expected (M, {store.feature_dim}) "
@@ -92,7 +107,8 @@ def embed_new_items(run_dir: str | os.PathLike, features: np.ndarray,
     if len(groups) != len(feats):
         raise ValueError(f"groups has {len(groups)} entries for {len(feats)} feature rows; give "
                          "one list of group ids per new item")
-    group_ids = [store.group_index(list(g), argument=f"groups[{i}]") for i, g in enumerate(groups)]
+    group_ids = [store.group_index(list(g), argument=f"groups[{i}]") if len(g)
+                 else np.zeros(0, np.int64) for i, g in enumerate(groups)]
     nc = model.neighbor_config
     nb = cold_neighbors(GraphShard(model.graph_dir), group_ids, num_walks=nc["num_walks"],
                         walk_length=nc["walk_length"], restart_prob=nc["restart_prob"],

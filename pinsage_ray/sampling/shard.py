@@ -10,6 +10,11 @@ next step. Each hop advances a whole batch of walkers with a handful of numpy op
 Every random draw comes from :mod:`pinsage_ray.sampling.rng` keyed by (seed, walker id, step,
 hop), so a walker's trajectory is the same whichever shard advances it: 1, 2 or 4 shards and
 the in-process walker return identical walks.
+
+An item without edges (a feature-only, cold-start item from ``prepare``) has nowhere to go:
+a walker started there becomes *dead* (``node = -1``) at its first item hop, records -1 at
+every step and is routed to its seed's shard, so the item's walks, importance neighbourhood
+and co-occurrence pairs are empty. Walkers never reach such an item from a group.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class Walkers:
     Attributes:
         walker: (n,) global walker id = query position * num_walks + walk index.
         seed: (n,) seed item of each walker (global item id).
-        node: (n,) current node: a global item id before an item hop, a group id after it.
+        node: (n,) current node: a global item id before an item hop, a group id after it;
+            -1 for a dead walker (its seed item has no edges).
         path: (n, walk_length) items visited at each step; -1 for steps not yet taken.
     """
 
@@ -129,7 +135,8 @@ class _Rows:
 
     def __init__(self, csr: CSRSlice, side: str, weighted: bool) -> None:
         deg = np.diff(csr.indptr)
-        if csr.num_rows and deg.min() == 0:
+        # Items may have no edges (feature-only items); a group always has one.
+        if side != "item" and csr.num_rows and deg.min() == 0:
             raise GraphFormatError(f"{side} {csr.lo + int(np.argmin(deg))} has no edges; "
                                    "graph directories from prepare() never do: re-run prepare")
         self.lo = csr.lo
@@ -138,7 +145,11 @@ class _Rows:
         self.cum: np.ndarray | None = None
         self.guide: np.ndarray | None = None
         if weighted and csr.num_rows:
-            row_max = np.maximum.reduceat(csr.weights, csr.indptr[:-1]).astype(np.float64)
+            nonempty = deg > 0
+            row_max = np.zeros(csr.num_rows, dtype=np.float64)
+            if nonempty.any():  # reduceat over non-empty rows only (empty rows hold no edges)
+                row_max[nonempty] = np.maximum.reduceat(csr.weights,
+                                                        csr.indptr[:-1][nonempty])
             rel = csr.weights / np.repeat(row_max, deg)
             q = np.maximum(1, np.rint(rel * self._SCALE)).astype(np.int64)
             self.cum = np.concatenate([[0], np.cumsum(q)])
@@ -153,10 +164,25 @@ class _Rows:
         return np.searchsorted(self.cum, t, side="right") - 1  # sorted queries: one pass
 
     def choose(self, nodes: np.ndarray, u: np.ndarray, weighted: bool) -> np.ndarray:
-        """One neighbour per node (global ids in, global ids of the other side out)."""
-        local = nodes - self.lo
+        """One neighbour per node (global ids in, global ids of the other side out).
+
+        A node without edges, or a negative node (a dead walker), gives -1.
+        """
+        local = np.maximum(nodes - self.lo, 0)  # a negative node is masked out below
         s = self.indptr[local]
         e = self.indptr[local + 1]
+        empty = (e == s) | (nodes < 0)
+        if empty.any():
+            out = np.full(len(nodes), -1, dtype=np.int64)
+            live = np.flatnonzero(~empty)
+            if len(live):
+                out[live] = self._choose(s[live], e[live], u[live], weighted)
+            return out
+        return self._choose(s, e, u, weighted)
+
+    def _choose(self, s: np.ndarray, e: np.ndarray, u: np.ndarray,
+                weighted: bool) -> np.ndarray:
+        """One edge per row ``[s, e)`` (every row non-empty)."""
         if self.cum is None or not weighted:
             return self.indices[s + (u * (e - s)).astype(np.int64)]
         a = self.cum[s]
@@ -201,18 +227,35 @@ class GraphShard:
                      book.range("item", shard_id), book.range("group", shard_id))
 
     def item_hop(self, w: Walkers, spec: WalkSpec, step: int) -> Walkers:
-        """Walkers on this shard's items move to one of the item's groups."""
+        """Walkers on this shard's items move to one of the item's groups.
+
+        A walker on an item without edges (or already dead) gets ``node = -1``.
+        """
         u = rng.uniforms(spec.seed, w.walker, step, ITEM_HOP)
         w.node = self.items.choose(w.node, u, spec.weighted)
         return w
 
     def group_hop(self, w: Walkers, spec: WalkSpec, step: int) -> Walkers:
-        """Walkers on this shard's groups move to an item, record it, maybe restart."""
+        """Walkers on this shard's groups move to an item, record it, maybe restart.
+
+        A dead walker (``node == -1``) records -1 and stays dead (its seed has no edges, so
+        a restart could not revive it).
+        """
         u, v = rng.two_uniforms(spec.seed, w.walker, step, GROUP_HOP)
         item = self.groups.choose(w.node, u, spec.weighted)
         w.path[:, step] = item
         if spec.restart_prob > 0.0:
-            w.node = np.where(v < spec.restart_prob, w.seed, item)
+            w.node = np.where((v < spec.restart_prob) & (item >= 0), w.seed, item)
         else:
             w.node = item
         return w
+
+
+def route(book: PartitionBook, side: str, w: Walkers) -> np.ndarray:
+    """Destination shard of each walker: the owner of its ``node`` on ``side``; a dead walker
+    (``node < 0``) goes to its seed's owner, where its query is reduced."""
+    dest = book.shard_of(side, w.node)
+    dead = w.node < 0
+    if dead.any():
+        dest[dead] = book.shard_of("item", w.seed[dead])
+    return dest

@@ -96,5 +96,37 @@ def test_cold_start_input_errors(trained_run):
         embed_new_items(trained_run["run"], np.zeros((1, 3)), [[1]])
     with pytest.raises(KeyError, match="not in graph"):
         embed_new_items(trained_run["run"], np.zeros((1, 16)), [[10**9]])
-    with pytest.raises(ValueError, match="no groups"):
-        embed_new_items(trained_run["run"], np.zeros((1, 16)), [[]])
+    with pytest.raises(KeyError, match="not in graph"):
+        embed_new_items(trained_run["run"], np.zeros((2, 16)), [[], [10**9]])
+    rec = Recommender.load(trained_run["run"])
+    known = rec.ids[0].item()
+    with pytest.raises(ValueError, match="already in this run"):
+        rec.add_items([known], np.zeros((1, 16)), [[]])
+    with pytest.raises(ValueError, match="one id per new item"):
+        rec.add_items(["x", "y"], np.zeros((1, 16)))
+
+
+def test_add_items_without_groups(trained_run, planted_dataset, holdout):
+    """Content without engagement: empty group lists embed from the features alone."""
+    from pinsage_ray.inference.coldstart import embed_new_items
+
+    _, held = holdout
+    feats = planted_dataset.item_features.to_pandas().set_index("item")
+    new = held.tolist()
+    x = np.stack([np.asarray(feats.loc[i, "features"], dtype=np.float32) for i in new])
+    rec = Recommender.load(trained_run["run"])
+    n0 = len(rec.ids)
+    emb = rec.add_items(new, x, [[] for _ in new])
+    assert emb.shape == (len(new), rec.embeddings.shape[1]) and len(rec.ids) == n0 + len(new)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # No walks, so no seed dependence; the same as embedding them directly.
+    again = embed_new_items(trained_run["run"], x, [[] for _ in new], seed=99)
+    assert np.abs(again - emb).max() < 1e-6
+    assert np.abs(emb[0] - emb[1]).max() > 1e-4  # features matter
+    for i, item in enumerate(new[:3]):
+        assert np.array_equal(rec.vector(item), emb[i])
+        assert rec.similar_to_vector(emb[i], k=1)[0][0] == item  # retrievable
+        row = rec.similar_items(item, k=10)
+        assert len(row) == 10 and item not in [j for j, _ in row]
+    other = Recommender.load(trained_run["run"])
+    assert np.abs(other.add_items(new[:2], x[:2]) - emb[:2]).max() < 1e-6  # groups=None
