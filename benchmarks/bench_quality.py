@@ -42,34 +42,30 @@ from _common import (REPO, RESULTS_DIR, machine_info, markdown_table, metric,  #
 
 logger = logging.getLogger("bench_quality")
 
-# The tuned recipes (docs/quality.md says how they were chosen: P1 on its validation split,
-# P2 on a split carved out of train.txt).
-# ``margin`` is used only by the "max-margin loss" ablation row.
-P1_CONFIG: dict[str, Any] = dict(
-    use_id_embedding=True, negative_sampling="uniform", num_epochs=5, batch_size=1024,
-    batches_per_epoch=100, lr=1e-2, loss="softmax", temperature=0.05, margin=0.3,
-    num_shared_negatives=500, max_hard_negatives=3, hard_band=(0.05, 0.3))
-P2_CONFIG: dict[str, Any] = dict(
-    use_id_embedding=True, negative_sampling="uniform", num_epochs=20, batch_size=1024,
-    batches_per_epoch=100, lr=1e-2, loss="softmax", temperature=0.1, margin=0.3,
-    num_shared_negatives=500, max_hard_negatives=1, hard_band=(0.05, 0.3), pairs_per_item=8)
+# The recipes are the library's presets (TrainConfig.preset; docs/quality.md says how they were
+# chosen, on validation splits only): "items" for P1 (related items), "groups" for P2 (a
+# user = a pooled set of items). ``margin`` is used only by the "max-margin loss" ablation row.
+from pinsage_ray.training.config import PRESETS  # noqa: E402
+
+P1_CONFIG: dict[str, Any] = dict(PRESETS["items"], margin=0.3)
+P2_CONFIG: dict[str, Any] = dict(PRESETS["groups"], margin=0.3)
 QUICK: dict[str, Any] = dict(num_epochs=2, batches_per_epoch=5, batch_size=64)
 
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "full (importance pooling, curriculum hard negatives, T=10)": {},
+    "full (items preset)": {},
+    "no group-context examples (item pairs only)": {"group_queries": 0.0},
+    "500 shared negatives (was 2,000)": {"num_shared_negatives": 500},
     "max-margin loss (the paper's), margin 0.3": {"loss": "max_margin"},
     "no id skip (the paper's architecture)": {"id_skip": False},
-    "distinct pairs (pair counts ignored)": {"pair_weighting": "distinct"},
-    "mean pooling (no importance)": {"pooling": "mean"},
-    "no hard negatives": {"max_hard_negatives": 0},
-    "no curriculum (all hard negatives from epoch 1)": {"curriculum": False},
-    "T = 50": {"neighbors": {"top_t": 50}},
+    "curriculum hard negatives (up to 3, PPR band 5-30 %)": {
+        "max_hard_negatives": 3, "hard_band": (0.05, 0.3)},
 }
 
-P1_BASELINES = ("popularity", "itemknn", "rp3beta", "ppr")
-P2_BASELINES = ("popularity", "itemknn", "rp3beta")
+P1_BASELINES = ("popularity", "itemknn", "rp3beta", "ppr", "svd", "ease")
+# EASE on Gowalla is a dense 41k x 41k inverse (~20 GB peak): --p2-ease adds it
+P2_BASELINES = ("popularity", "itemknn", "rp3beta", "svd")
 # Reference numbers from the issue (not recomputed here): (val, test) HR@10 / (R@20, N@20).
-P1_REFERENCE = {"DGL PinSAGE example": (0.098, 0.080), "EASE": (0.182, 0.156)}
+P1_REFERENCE = {"DGL PinSAGE example": (0.098, 0.080)}
 P2_REFERENCE = {"ALS": (0.1557, 0.1329), "LightGCN": (0.1830, 0.1554)}
 TARGETS = {"p1": ("test_hit@10", 0.17), "p2": ("recall@20", 0.185)}
 
@@ -134,7 +130,18 @@ def p2_tables(rows: dict[str, dict[str, float]], validation: bool = False) -> st
 
 
 def _protocol_of(key: str) -> str:
-    return key.split("_")[0]  # 'p1', 'p1_ablation', 'p1_ml100k_...' -> 'p1'
+    # 'p1', 'p1_ablation', 'p1_ml100k_...' -> 'p1'; the cold-start metrics are 'planted''s
+    head = key.split("_")[0]
+    return "planted" if head == "coldstart" else head
+
+
+def _schedule_words(cfg: dict[str, Any]) -> str:
+    per = (f"{cfg['batches_per_epoch']} batches" if cfg["batches_per_epoch"]
+           else "one pass over the training examples")
+    groups = (f", {cfg.get('group_queries', 0):.0%} group-context examples"
+              if cfg.get("group_queries") else "")
+    return (f"{cfg['num_epochs']} epochs x {per} of {cfg['batch_size']}{groups}, "
+            f"{cfg['num_shared_negatives']} shared negatives")
 
 
 def carry_over(path: Path, ran: set[str], metrics: list[dict], extra: dict[str, Any]
@@ -151,7 +158,8 @@ def carry_over(path: Path, ran: set[str], metrics: list[dict], extra: dict[str, 
     keep = [m for m in old.get("metrics", []) if _protocol_of(m["name"]) not in ran]
     old_extra = old.get("extra", {})
     for key, value in old_extra.items():
-        if key in ("p1", "p1_ablation", "p2", "p2val") and _protocol_of(key) not in ran:
+        if key in ("p1", "p1_ablation", "p2", "p2val", "planted") and \
+                _protocol_of(key) not in ran:
             extra[key] = value
     for key, value in old_extra.get("sections", {}).items():
         if _protocol_of(key) not in ran:
@@ -170,7 +178,10 @@ def _with_command(extra: dict[str, Any], key: str, section: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--protocols", nargs="+", default=["p1", "p2"], choices=["p1", "p2"])
+    ap.add_argument("--protocols", nargs="+", default=["p1", "p2", "planted"],
+                    choices=["p1", "p2", "planted"])
+    ap.add_argument("--p2-ease", action="store_true",
+                    help="also fit EASE on Gowalla (dense 41k x 41k: ~20 GB, many minutes)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--config", default="{}", help="JSON TrainConfig overrides for P1 (and P2)")
     ap.add_argument("--p2-config", default="{}", help="JSON TrainConfig overrides for P2 only")
@@ -227,8 +238,7 @@ def main() -> None:
                        "wall_seconds": rep["wall_seconds"]}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
         sections["p1"] = (f"### P1: MovieLens-100K, related items to the latest item\n\n"
-                        f"PinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
-                        f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
+                        f"PinSage: seeds {args.seeds}, {_schedule_words(cfg)}, "
                         f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
                         f"\n\n{p1_tables(rows)}")
         extra["p1"]["command"] = shlex.join(sys.argv[1:])
@@ -255,11 +265,15 @@ def main() -> None:
                        validation=args.p2_validation)
         cfg = _merge(_merge(_merge(P2_CONFIG, over), json.loads(args.p2_config)), quick)
         rep = run_pinsage(data, cfg, cache / "p2", args.seeds)
-        rows = {"pinsage": rep["rows"]["pinsage"], **baselines(data, P2_BASELINES)}
+        rows = {"pinsage": rep["rows"]["pinsage"],
+                **baselines(data, P2_BASELINES + (("ease",) if args.p2_ease else ()))}
         p = rows["pinsage"]
         key = "p2val" if args.p2_validation else "p2"  # tuning runs do not replace test ones
         pre = f"{key}_gowalla"
-        metrics += [metric(f"{pre}_recall20_pinsage", p["recall@20"], "ratio"),
+        metrics += [metric(f"{pre}_train_minutes",
+                           np.mean([r["train_seconds"] for r in rep["runs"]]) / 60, "min",
+                           False),
+                    metric(f"{pre}_recall20_pinsage", p["recall@20"], "ratio"),
                     metric(f"{pre}_recall20_pinsage_std", p["recall@20_std"], "ratio", False),
                     metric(f"{pre}_ndcg20_pinsage", p["ndcg@20"], "ratio"),
                     metric(f"{pre}_ndcg20_pinsage_std", p["ndcg@20_std"], "ratio", False)]
@@ -269,11 +283,19 @@ def main() -> None:
                        "wall_seconds": rep["wall_seconds"], "validation": args.p2_validation}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
         sections[key] = (f"### P2: Gowalla{' (validation carved from train.txt)' if args.p2_validation else ''}"
-                        f"\n\nPinSage: seeds {args.seeds}, {cfg['num_epochs']} epochs x "
-                        f"{cfg['batches_per_epoch']} batches of {cfg['batch_size']}, "
+                        f"\n\nPinSage: seeds {args.seeds}, {_schedule_words(cfg)}, "
                         f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
                         f"\n\n{p2_tables(rows, bool(args.p2_validation))}")
         extra[key]["command"] = shlex.join(sys.argv[1:])
+
+    if "planted" in args.protocols:
+        from planted_section import planted_section
+
+        cfg = _merge(_merge(P1_CONFIG, over), quick)
+        m, extra["planted"], sections["planted"] = planted_section(
+            cfg, cache / "planted", args.seeds)
+        metrics += m
+        extra["planted"]["command"] = shlex.join(sys.argv[1:])
 
     extra["wall_seconds"] = time.perf_counter() - t_start
     extra["sections"] = sections

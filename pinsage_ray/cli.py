@@ -56,7 +56,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _summary(store) -> dict:
     m = store.manifest
     return {"graph_dir": store.uri, "items": m["num_items"], "groups": m["num_groups"],
-            "edges": m["num_edges"], "feature_dim": m["feature_dim"],
+            "edges": m["num_edges"], "feature_only_items": m.get("feature_only_items", 0),
+            "feature_dim": m["feature_dim"],
             "timestamps": m["has_timestamps"], "weighted": m["weighted"],
             "item_degree": m["stats"]["item_degree"], "report": m["report"]}
 
@@ -166,21 +167,26 @@ def _neighbors(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- train
 def _train_args(p: argparse.ArgumentParser) -> None:
     from pinsage_ray.training import TrainConfig
-    from pinsage_ray.training.config import LOSSES, NEGATIVE_SAMPLING, PAIR_WEIGHTING
+    from pinsage_ray.training.config import (DEFAULT_PRESET, LOSSES, NEGATIVE_SAMPLING,
+                                             PAIR_WEIGHTING)
 
     p.add_argument("graph_dir")
     p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
-    p.add_argument("--config", help="JSON file with TrainConfig fields (flags override it)")
-    d = TrainConfig()
+    _preset_args(p)
+    p.add_argument("--config", help="JSON file with TrainConfig fields (over the preset; "
+                   "flags override both)")
+    d = TrainConfig.preset(DEFAULT_PRESET)
     for name, typ in [("num_epochs", int), ("batch_size", int), ("batches_per_epoch", int),
                       ("lr", float), ("margin", float), ("temperature", float),
                       ("hidden_dim", int),
                       ("embedding_dim", int), ("num_layers", int), ("num_workers", int),
                       ("num_shards", int), ("num_producers", int), ("prefetch", int),
                       ("num_shared_negatives", int), ("max_hard_negatives", int),
-                      ("max_failures", int), ("sequence_window", int), ("seed", int)]:
+                      ("max_failures", int), ("sequence_window", int), ("seed", int),
+                      ("group_queries", float), ("group_query_size", int),
+                      ("id_dropout", float)]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
-                       help=f"default {getattr(d, name)}")
+                       help=f"default {getattr(d, name)} in the '{DEFAULT_PRESET}' preset")
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
@@ -201,19 +207,29 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray address (default: a new local instance)")
 
 
+def _preset_args(p: argparse.ArgumentParser) -> None:
+    from pinsage_ray.training.config import DEFAULT_PRESET, PRESETS
+
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help="training recipe (docs/quality.md): 'items' related items (also "
+                   "serves groups), 'groups' user/board/session recommendations, 'paper' the "
+                   f"paper's exact settings; default {DEFAULT_PRESET}")
+
+
 def train_config_from_args(args: argparse.Namespace):
-    """TrainConfig from ``--config`` JSON plus any flags given."""
+    """TrainConfig: the ``--preset``, then ``--config`` JSON, then any flags given."""
     from pinsage_ray.training import TrainConfig
 
     data = {}
     if args.config:
         with open(args.config) as f:
             data = json.load(f)
-    skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t"}
+    skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t",
+            "preset", "protocol", "data_dir", "workdir", "seeds", "baselines", "k", "json"}
     data.update({k: v for k, v in vars(args).items() if k not in skip and v is not None})
-    if args.top_t is not None:
+    if getattr(args, "top_t", None) is not None:
         data.setdefault("neighbors", {})["top_t"] = args.top_t
-    return TrainConfig.from_dict(data)
+    return TrainConfig.preset(args.preset, **data)
 
 
 @command("train", _train_args)
@@ -317,7 +333,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    "or P2 (Gowalla) end to end instead; needs --data-dir and --workdir")
     p.add_argument("--data-dir", help="dataset folder (ml-100k/ for p1, gowalla/ for p2)")
     p.add_argument("--workdir", help="where the protocol's graph and runs go")
-    p.add_argument("--config", help="TrainConfig JSON for the protocol runs")
+    _preset_args(p)
+    p.add_argument("--config", help="TrainConfig JSON for the protocol runs (over the preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--baselines", nargs="*", default=None,
                    help="baselines to compare, any of: popularity itemknn rp3beta ppr svd "
@@ -340,15 +357,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown baseline(s) {unknown}; choose from {sorted(BASELINES)}")
     if args.protocol:
         from pinsage_ray.evaluation.harness import p1_data, p2_data, run_protocol
-        from pinsage_ray.training import TrainConfig
 
         if not (args.data_dir and args.workdir):
             raise ValueError("--protocol needs --data-dir (the dataset folder) and --workdir")
+        cfg = train_config_from_args(args)
         data = (p1_data if args.protocol == "p1" else p2_data)(args.data_dir, args.workdir)
-        cfg = TrainConfig()
-        if args.config:
-            with open(args.config) as f:
-                cfg = TrainConfig.from_dict(json.load(f))
         report = run_protocol(data, cfg, args.workdir, seeds=tuple(args.seeds),
                               baselines=tuple(names))
         rows = report["rows"]

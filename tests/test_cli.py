@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -56,8 +58,31 @@ def test_train_config_from_flags(tmp_path):
     cfg = train_config_from_args(args)
     assert (cfg.id_skip, cfg.use_id_embedding, cfg.symmetric_pairs, cfg.sequence_window,
             cfg.pair_weighting) == (False, True, True, 3, "distinct")
-    assert (cfg.loss, cfg.negative_sampling) == ("max_margin", "degree")
-    args = build_parser().parse_args(["train", "g", "r", "--loss", "softmax", "--temperature",
-                                      "0.1", "--negative-sampling", "uniform"])
+    # no --preset: the default preset's recipe, not the paper's
+    assert (cfg.loss, cfg.negative_sampling, cfg.group_queries) == ("softmax", "uniform", 0.5)
+    args = build_parser().parse_args(["train", "g", "r", "--preset", "paper", "--loss",
+                                      "softmax", "--temperature", "0.1"])
     cfg = train_config_from_args(args)
-    assert (cfg.loss, cfg.temperature, cfg.negative_sampling) == ("softmax", 0.1, "uniform")
+    assert (cfg.loss, cfg.temperature, cfg.negative_sampling) == ("softmax", 0.1, "degree")
+    args = build_parser().parse_args(["train", "g", "r", "--preset", "groups",
+                                      "--group-query-size", "4", "--id-dropout", "0.2"])
+    cfg = train_config_from_args(args)
+    assert (cfg.group_queries, cfg.group_query_size, cfg.id_dropout) == (1.0, 4, 0.2)
+    assert cfg.num_shared_negatives == 2000 and cfg.use_id_embedding is True
+
+
+def test_presets():
+    from pinsage_ray.training import TrainConfig
+    from pinsage_ray.training.config import PRESETS
+
+    assert TrainConfig.preset("paper") == TrainConfig()
+    items = TrainConfig.preset("items", neighbors={"top_t": 5}, seed=3)
+    assert (items.group_queries, items.seed, items.neighbors.top_t) == (0.5, 3, 5)
+    assert TrainConfig.preset("groups").group_queries == 1.0
+    assert set(PRESETS) == {"items", "groups", "paper"}
+    with pytest.raises(ValueError, match="preset='nope'"):
+        TrainConfig.preset("nope")
+    with pytest.raises(ValueError, match="group_queries=1.5"):
+        TrainConfig.preset("items", group_queries=1.5)
+    with pytest.raises(ValueError, match="id_dropout=1.0"):
+        TrainConfig(id_dropout=1.0)

@@ -75,7 +75,10 @@ class InputProjection(nn.Module):
         self.id_embedding: nn.Embedding | None = None
         if use_id_embedding:
             self.id_embedding = nn.Embedding(num_items, hidden_dim)
-            nn.init.normal_(self.id_embedding.weight, std=hidden_dim**-0.5)
+            if feature_dim > 0:  # start as the features model; ids learn what it misses
+                nn.init.zeros_(self.id_embedding.weight)
+            else:
+                nn.init.normal_(self.id_embedding.weight, std=hidden_dim**-0.5)
 
     def forward(
         self,

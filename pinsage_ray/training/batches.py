@@ -42,6 +42,9 @@ class TrainBatch:
         query, positive: int64 (B,) output-node indices of each pair.
         shared: int64 (M,) output-node indices of the shared negatives.
         hard: int64 (B, H) output-node indices of hard negatives; -1 = none.
+        query_set: int64 (B, L) output-node indices of each query's item set (-1 pads), or
+            None when every query is the single item ``query``. The query vector is the
+            normalised mean of the set's embeddings (:mod:`pinsage_ray.training.groups`).
     """
 
     inp: EncoderInput
@@ -49,6 +52,7 @@ class TrainBatch:
     positive: torch.Tensor
     shared: torch.Tensor
     hard: torch.Tensor
+    query_set: torch.Tensor | None = None
 
     @property
     def num_examples(self) -> int:
@@ -56,7 +60,8 @@ class TrainBatch:
 
     def to(self, device: torch.device | str) -> TrainBatch:
         return TrainBatch(self.inp.to(device), self.query.to(device), self.positive.to(device),
-                          self.shared.to(device), self.hard.to(device))
+                          self.shared.to(device), self.hard.to(device),
+                          None if self.query_set is None else self.query_set.to(device))
 
 
 class NeighborSource:
@@ -159,6 +164,7 @@ class BatchBuilder:
                  config: TrainConfig, neighbor_mode: str = "epoch") -> None:
         self.walker, self.config = walker, config
         self.features = None if features is None else np.asarray(features, dtype=np.float32)
+        self.degree = np.asarray(degree)
         self.log_degree = np.log1p(np.asarray(degree, dtype=np.float32))
         self.num_items = len(degree)
         p = (np.asarray(degree, dtype=np.float64) ** 0.75 if config.negative_sampling == "degree"
@@ -172,8 +178,13 @@ class BatchBuilder:
         return np.minimum(idx, self.num_items - 1)
 
     def build(self, q: np.ndarray, p: np.ndarray, hard_k: int, epoch: int,
-              batch_seed: int) -> TrainBatch:
-        """Pack pairs ``(q, p)`` with ``hard_k`` hard negatives per query."""
+              batch_seed: int, query_sets: np.ndarray | None = None) -> TrainBatch:
+        """Pack pairs ``(q, p)`` with ``hard_k`` hard negatives per query.
+
+        ``query_sets`` (B, L) item ids (-1 pads), if given, are the queries' item sets (group
+        context; ``q`` is then each set's first item, used for hard negatives). Every set
+        item loses its link to the positive, and the positive its links to the set.
+        """
         cfg = self.config
         rng = np.random.default_rng([batch_seed, 1])
         shared = self.sample_shared(rng)
@@ -184,8 +195,14 @@ class BatchBuilder:
                 seed=batch_seed, avoid=p[:, None])
         else:
             hard = np.zeros((len(q), 0), dtype=np.int64)
-        outputs = np.unique(np.concatenate([q, p, shared, hard[hard >= 0]]))
-        pair_nodes, pair_banned = np.concatenate([q, p]), np.concatenate([p, q])
+        if query_sets is None:
+            members, member_pos = q, p
+        else:
+            row, _ = np.nonzero(query_sets >= 0)
+            members, member_pos = query_sets[query_sets >= 0], p[row]
+        outputs = np.unique(np.concatenate([members, p, shared, hard[hard >= 0]]))
+        pair_nodes = np.concatenate([members, member_pos])
+        pair_banned = np.concatenate([member_pos, members])
 
         def neighbors_without_pair_links(dst: np.ndarray) -> Neighborhood:
             nb = self.neighbors(dst, epoch, batch_seed)
@@ -200,9 +217,16 @@ class BatchBuilder:
         def out_index(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(_positions(outputs[order], order, ids))
 
+        # Items without edges get no id vector, as at inference (layerwise.inference_ids);
+        # with id_dropout a random share of the rest trains from features and neighbours.
+        drop = self.degree[nodes0] == 0
+        if cfg.id_dropout > 0:
+            drop |= rng.random(len(nodes0)) < cfg.id_dropout
+        ids = np.where(drop, -1, nodes0)
         inp = EncoderInput(
-            node_ids=torch.from_numpy(nodes0),
+            node_ids=torch.from_numpy(ids),
             features=None if self.features is None else torch.from_numpy(self.features[nodes0]),
             log_degree=torch.from_numpy(self.log_degree[nodes0]),
             blocks=blocks)
-        return TrainBatch(inp, out_index(q), out_index(p), out_index(shared), out_index(hard))
+        return TrainBatch(inp, out_index(q), out_index(p), out_index(shared), out_index(hard),
+                          None if query_sets is None else out_index(query_sets))

@@ -52,6 +52,8 @@ class TrainConfig:
     symmetric_pairs: bool = False  # also train every positive pair in the other direction
     pair_weighting: str = "count"  # 'count': frequent pairs sampled more; 'distinct': once each
     pairs_per_item: int = 4        # 'walks' positives drawn per item per epoch pool
+    group_queries: float = 0.0     # share of each batch that is group-context examples
+    group_query_size: int = 10     # group-context query sets: at most this many items
     val_fraction: float = 0.05     # held-out pairs for per-epoch hit@10 / MRR
     max_val_pairs: int = 2000      # cap on evaluated pairs (evaluation cost)
     # negatives (section 3.3)
@@ -72,6 +74,7 @@ class TrainConfig:
     margin: float = 0.1            # max-margin loss: Delta
     temperature: float = 0.05      # softmax loss: logits are scores / temperature
     grad_clip: float = 0.0         # 0 = no clipping
+    id_dropout: float = 0.0        # share of items trained without their id vector per batch
     # execution
     num_workers: int = 1           # Ray Train workers (data parallel)
     use_gpu: bool = False
@@ -90,7 +93,7 @@ class TrainConfig:
         _positive_int(self, "hidden_dim", "embedding_dim", "num_layers", "num_epochs",
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
                       "num_producers", "positive_walk_length", "pairs_per_item",
-                      "sequence_window")
+                      "sequence_window", "group_query_size")
         _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
         if self.id_skip is not None and not isinstance(self.id_skip, bool):
@@ -110,6 +113,14 @@ class TrainConfig:
         if self.negative_sampling not in NEGATIVE_SAMPLING:
             raise ValueError(f"TrainConfig.negative_sampling={self.negative_sampling!r}; "
                              f"use one of {NEGATIVE_SAMPLING}")
+        for name in ("group_queries", "id_dropout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"TrainConfig.{name}={v!r}; expected a float in [0, 1]")
+            setattr(self, name, float(v))
+        if self.id_dropout >= 1.0:
+            raise ValueError(f"TrainConfig.id_dropout={self.id_dropout!r}; expected [0, 1): "
+                             "1 would never train the id vectors (use use_id_embedding=False)")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r}; expected [0, 0.5)")
         if len(self.hard_band) != 2:
@@ -120,6 +131,26 @@ class TrainConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"TrainConfig.warmup_fraction={self.warmup_fraction!r}; "
                              "expected [0, 1)")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named recipe (:data:`PRESETS`) with ``overrides`` applied on top.
+
+        ``"items"`` (related items; also serves groups), ``"groups"`` (user, board or session
+        recommendations from a pooled set of the group's items) and ``"paper"`` (the paper's
+        exact settings: the dataclass defaults). docs/quality.md gives the measurements that
+        chose them, on validation splits only and the same for every dataset.
+
+        Example::
+
+            cfg = TrainConfig.preset("groups", num_workers=2)
+        """
+        if name not in PRESETS:
+            raise ValueError(f"preset={name!r}; choose one of {sorted(PRESETS)}")
+        data = {**PRESETS[name], **overrides}
+        if isinstance(overrides.get("neighbors"), dict):
+            data["neighbors"] = {**PRESETS[name].get("neighbors", {}), **overrides["neighbors"]}
+        return cls.from_dict(data)
 
     def hard_negatives_at(self, epoch: int) -> int:
         """Hard negatives per query in ``epoch`` (1-based): the curriculum, or the cap."""
@@ -139,6 +170,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+#: The measured recipes behind :meth:`TrainConfig.preset` (docs/quality.md). Both learned
+#: recipes train learnable id vectors (with features when the graph has them; items without
+#: a trained id fall back to features and neighbours), a sampled softmax over 2,000 uniform
+#: shared negatives at temperature 0.1, batches of 1,024 at lr 1e-2, and 5 passes over the
+#: training examples; they differ in the share of group-context examples (training/groups.py).
+_LEARNED: dict[str, Any] = dict(
+    use_id_embedding=True, loss="softmax", temperature=0.1, num_shared_negatives=2000,
+    negative_sampling="uniform", max_hard_negatives=0, batch_size=1024, lr=1e-2,
+    num_epochs=5, batches_per_epoch=0)
+PRESETS: dict[str, dict[str, Any]] = {
+    "items": {**_LEARNED, "group_queries": 0.5},
+    "groups": {**_LEARNED, "group_queries": 1.0},
+    "paper": {},
+}
+#: What ``pinsage-ray train`` and ``pinsage_ray.train(..., config=None)`` use.
+DEFAULT_PRESET = "items"
 
 
 def _positive_int(obj: object, *names: str) -> None:

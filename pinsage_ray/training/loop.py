@@ -44,11 +44,46 @@ def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> tor
     hard = batch.hard
     hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
     hard_mask = hard >= 0 if hard.shape[1] else None
-    q, p, s = emb[batch.query], emb[batch.positive], emb[batch.shared]
+    q = emb[batch.query] if batch.query_set is None else pool_sets(emb, batch.query_set)
+    p, s = emb[batch.positive], emb[batch.shared]
     if config.loss == "softmax":
         keep = batch.shared.unsqueeze(0) != batch.positive.unsqueeze(1)
         return sampled_softmax_loss(q, p, s, hard_emb, hard_mask, config.temperature, keep)
     return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
+
+
+def pool_sets(emb: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` normalised mean of ``emb`` rows ``sets`` (B, L) (-1 pads), as served.
+
+    The same pooling as :meth:`pinsage_ray.Recommender.group_vector` without recency weights.
+    """
+    mask = (sets >= 0).to(emb.dtype).unsqueeze(-1)
+    summed = (emb[sets.clamp(min=0)] * mask).sum(dim=1)
+    return torch.nn.functional.normalize(summed, p=2.0, dim=-1, eps=1e-12)
+
+
+def evaluate_group_queries(emb: np.ndarray, sets: list[np.ndarray], positives: np.ndarray,
+                           k: int) -> dict[str, float]:
+    """Hit@k and MRR of held-out group items: the pooled group query ranks every item
+    (the group's own items excluded), as ``recommend_for_group`` serves it."""
+    table = torch.from_numpy(emb)
+    hits, rr = [], []
+    for lo in range(0, len(sets), 256):
+        chunk = sets[lo:lo + 256]
+        width = max(len(x) for x in chunk)
+        padded = np.full((len(chunk), width), -1, dtype=np.int64)
+        for i, x in enumerate(chunk):
+            padded[i, :len(x)] = x
+        idx = torch.from_numpy(padded)
+        scores = pool_sets(table, idx) @ table.T
+        rows = torch.arange(len(chunk)).unsqueeze(1).expand_as(idx)
+        scores[rows[idx >= 0], idx[idx >= 0]] = -float("inf")
+        target = scores[torch.arange(len(chunk)), torch.from_numpy(positives[lo:lo + 256])]
+        rank = 1 + (scores > target.unsqueeze(1)).sum(dim=1)
+        hits.append((rank <= k).numpy())
+        rr.append((1.0 / rank).numpy())
+    return {f"val_group_hit_at_{k}": float(np.concatenate(hits).mean()),
+            "val_group_mrr": float(np.concatenate(rr).mean())}
 
 
 def evaluate_embeddings(emb: np.ndarray, val_q: np.ndarray, val_p: np.ndarray,
@@ -153,6 +188,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                         eval_data["nb_ids"], eval_data["nb_weights"])
                     metrics.update(evaluate_embeddings(emb_all, eval_data["val_q"],
                                                        eval_data["val_p"], cfg.eval_k))
+                    if eval_data.get("group_sets"):
+                        metrics.update(evaluate_group_queries(
+                            emb_all, eval_data["group_sets"], eval_data["group_positives"],
+                            cfg.eval_k))
                     metrics["eval_seconds"] = time.perf_counter() - t1
                 history.append(metrics)
                 torch.save({"model": encoder.state_dict(), "optimizer": opt.state_dict(),

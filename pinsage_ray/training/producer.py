@@ -24,6 +24,7 @@ from pinsage_ray.sampling.aggregate import Neighborhood
 from pinsage_ray.sampling.api import WalkService
 from pinsage_ray.training.batches import BatchBuilder, TrainBatch
 from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import PairSplit
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class BatchProducer:
         self.rank, self.world = rank, world
         self.q = pairs.train_q[rank::world]
         self.p = pairs.train_p[rank::world]
+        self.groups: GroupExamples | None = None
+        if self.config.group_queries > 0:
+            self.groups = GroupExamples(store, self.config.val_fraction, self.config.seed)
         self.num_batches = batches_per_epoch(len(pairs.train_q), self.config)
         self._perm: tuple[int, np.ndarray] | None = None
 
@@ -81,12 +85,21 @@ class BatchProducer:
 
     def batch(self, epoch: int, index: int) -> TrainBatch:
         """Minibatch ``index`` of ``epoch`` (1-based epochs; wraps around the pairs)."""
-        b = self.config.batch_size
+        cfg = self.config
+        seed = batch_seed(cfg.seed, self.rank, epoch, index)
+        n_group = int(round(cfg.batch_size * cfg.group_queries))
+        b = cfg.batch_size - n_group
         order = self._order(epoch)
         sl = order[np.arange(index * b, (index + 1) * b) % len(order)]
-        hard_k = self.config.hard_negatives_at(epoch)
-        return self.builder.build(self.q[sl], self.p[sl], hard_k, epoch,
-                                  batch_seed(self.config.seed, self.rank, epoch, index))
+        q, p, sets = self.q[sl], self.p[sl], None
+        if self.groups is not None and n_group > 0:
+            g = self.groups.sample(np.random.default_rng([seed, 7]), n_group,
+                                   cfg.group_query_size)
+            sets = np.full((cfg.batch_size, cfg.group_query_size), -1, dtype=np.int64)
+            sets[:b, 0] = q
+            sets[b:] = g.query_sets
+            q, p = np.concatenate([q, g.query_sets[:, 0]]), np.concatenate([p, g.positives])
+        return self.builder.build(q, p, cfg.hard_negatives_at(epoch), epoch, seed, sets)
 
     def eval_neighbors(self, seed: int) -> Neighborhood:
         """Importance neighbourhoods of all items for evaluation (fixed by ``seed``)."""

@@ -26,7 +26,8 @@ import numpy as np
 from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.model.encoder import ModelConfig
-from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.config import DEFAULT_PRESET, TrainConfig
+from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import pairs_for
 from pinsage_ray.training.producer import BatchProducer, batches_per_epoch
 
@@ -90,7 +91,7 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     from pinsage_ray.sampling.local import LocalWalker
     from pinsage_ray.training.loop import train_loop
 
-    cfg = config or TrainConfig()
+    cfg = config or TrainConfig.preset(DEFAULT_PRESET)
     store = GraphStore(graph_dir)
     graph_uri = os.fspath(graph_dir) if "://" in os.fspath(graph_dir) else os.path.abspath(graph_dir)
     run_uri = os.fspath(run_dir) if "://" in os.fspath(run_dir) else os.path.abspath(run_dir)
@@ -109,6 +110,8 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     try:
         walker = sharded if sharded is not None else LocalWalker(graph_uri)
         pairs = pairs_for(store, walker, cfg)
+        groups = (GroupExamples(store, cfg.val_fraction, cfg.seed) if cfg.group_queries > 0
+                  else None)
         _save_val_pairs(store, pairs, fs, run_path)
         pairs_ref = ray.put(pairs)
         producer_cls = ray.remote(BatchProducer).options(num_cpus=0, max_restarts=2,
@@ -117,11 +120,11 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
         producers = [[producer_cls.remote(graph_uri, cfg.to_dict(), pairs_ref, r, workers,
                                           sharded) for _ in range(cfg.num_producers)]
                      for r in range(workers)]
-        eval_ref = _eval_data(store, cfg, pairs, producers[0][0])
+        eval_ref = _eval_data(store, cfg, pairs, groups, producers[0][0])
         loop_config = {
             "train": cfg.to_dict(), "model": model_config_for(store, cfg).to_dict(),
             "producers": producers, "eval_ref": eval_ref,
-            "num_batches": batches_per_epoch(len(pairs.train_q), cfg),
+            "num_batches": batches_per_epoch(_examples_per_epoch(cfg, pairs, groups), cfg),
             "item_ids_ref": ray.put(_item_ids_parquet(store)),
             # One torch thread per worker: the producer actors need the other cores, and
             # bench_train measured 2 threads on 2 shared cores running several times slower.
@@ -140,7 +143,15 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             sharded.shutdown()
     if result.error is not None:
         raise result.error
-    return _finish(result, fs, run_path, run_uri, graph_uri, pairs.summary())
+    return _finish(result, fs, run_path, run_uri, graph_uri, pairs.summary(), cfg.group_queries)
+
+
+def _examples_per_epoch(cfg: TrainConfig, pairs: Any, groups: GroupExamples | None) -> int:
+    """Training examples in one pass: pairs and group interactions, in the batch's mix."""
+    if groups is None:
+        return len(pairs.train_q)
+    f = cfg.group_queries
+    return int(round((1 - f) * len(pairs.train_q) + f * len(groups)))
 
 
 def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str) -> None:
@@ -186,7 +197,8 @@ def _item_ids_parquet(store: GraphStore) -> bytes:
     return _io.parquet_bytes(pa.table({"id": store.item_ids}))
 
 
-def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, producer: Any) -> Any:
+def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, groups: GroupExamples | None,
+               producer: Any) -> Any:
     """Object ref of what rank 0 needs to evaluate (None when the graph is too large)."""
     import ray
 
@@ -197,13 +209,17 @@ def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, producer: Any) -
     nb = ray.get(producer.eval_neighbors.remote(EVAL_NEIGHBOR_SEED))
     feats = store.features()
     n = min(len(pairs.val_q), cfg.max_val_pairs)
-    return ray.put({"features": None if feats is None else np.asarray(feats),
-                    "degree": store.degrees("item"), "nb_ids": nb.ids,
-                    "nb_weights": nb.weights, "val_q": pairs.val_q[:n], "val_p": pairs.val_p[:n]})
+    data = {"features": None if feats is None else np.asarray(feats),
+            "degree": store.degrees("item"), "nb_ids": nb.ids,
+            "nb_weights": nb.weights, "val_q": pairs.val_q[:n], "val_p": pairs.val_p[:n]}
+    if groups is not None:  # the served group task, on the held-out group interactions
+        sets, positives = groups.validation(cfg.max_val_pairs, cfg.seed)
+        data.update(group_sets=sets, group_positives=positives)
+    return ray.put(data)
 
 
 def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
-            pairs_summary: dict) -> TrainResult:
+            pairs_summary: dict, group_queries: float = 0.0) -> TrainResult:
     """Copy the best checkpoint to run_dir/model and write metrics.jsonl."""
     import torch
 
@@ -212,7 +228,9 @@ def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
         raise RuntimeError(f"training in {run_uri} reported no checkpoint")
     with ckpts[-1][0].as_directory() as d:
         history = torch.load(os.path.join(d, "state.pt"), weights_only=False)["history"]
-    score_key = next((k for k in history[-1] if k.startswith("val_hit_at_")), None)
+    # model selection on the task trained for: the group query when most examples are groups
+    prefix = "val_group_hit_at_" if group_queries >= 0.5 else "val_hit_at_"
+    score_key = next((k for k in history[-1] if k.startswith(prefix)), None)
     best_epoch = (max(history, key=lambda m: m[score_key])["epoch"] if score_key
                   else history[-1]["epoch"])
     best_ckpt = next((c for c, m in ckpts if m.get("epoch") == best_epoch), ckpts[-1][0])
