@@ -178,6 +178,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig.preset(DEFAULT_PRESET)
     for name, typ in [("num_epochs", int), ("batch_size", int), ("batches_per_epoch", int),
                       ("lr", float), ("margin", float), ("temperature", float),
+                      ("negative_weight", float),
                       ("hidden_dim", int),
                       ("embedding_dim", int), ("num_layers", int), ("num_workers", int),
                       ("num_shards", int), ("num_producers", int), ("prefetch", int),
@@ -193,7 +194,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-sampling", choices=NEGATIVE_SAMPLING, default=None,
                    help=f"shared negatives; default {d.negative_sampling}")
     p.add_argument("--loss", choices=LOSSES, default=None,
-                   help=f"default {d.loss} (the paper's); softmax uses --temperature")
+                   help=f"default {d.loss} in the '{DEFAULT_PRESET}' preset (the paper's: "
+                   "max_margin); softmax uses --temperature, contrastive (SimpleX) --margin "
+                   "and --negative-weight")
     p.add_argument("--pair-weighting", choices=PAIR_WEIGHTING, default=None,
                    help=f"default {d.pair_weighting}")
     for name, why in [("symmetric_pairs", "also train each positive pair reversed"),

@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["score", "max_margin_loss", "sampled_softmax_loss", "margin_stats"]
+__all__ = ["score", "max_margin_loss", "sampled_softmax_loss", "contrastive_loss",
+           "margin_stats"]
 
 
 def score(query: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -190,6 +191,53 @@ def sampled_softmax_loss(
     logits = torch.cat(parts, dim=1) / temperature
     # -log softmax(logits)[0] = logsumexp(logits) - logits[0], and logits[0] = 0.
     return torch.logsumexp(logits, dim=1).mean()
+
+
+def contrastive_loss(
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    shared_negatives: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    hard_mask: torch.Tensor | None = None,
+    margin: float = 0.4,
+    negative_weight: float = 1.0,
+    shared_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cosine contrastive loss (SimpleX, Mao et al., CIKM 2021), not the paper's.
+
+    ``mean_b [(1 - s(q,p)) + negative_weight * mean_n max(0, s(q,n) - margin)]``: the positive
+    is pulled to cosine 1 on its own, and a negative costs only while its cosine to the query
+    is above ``margin``, so the many easy negatives of a large shared set add nothing. The mean
+    over negatives is over the unmasked ones (shared and hard alike).
+
+    Args:
+        query, positive, shared_negatives, hard_negatives, hard_mask, shared_mask: as for
+            :func:`sampled_softmax_loss`.
+        margin: cosine above which a negative is penalised.
+        negative_weight: weight of the negative term.
+
+    Raises:
+        ValueError: on shape mismatches or a negative ``negative_weight``.
+    """
+    if not negative_weight >= 0:
+        raise ValueError(f"contrastive_loss: negative_weight={negative_weight!r}; must be >= 0")
+    # hinge terms at margin 0 are s(q, n) - s(q, p): add s(q, p) back for the raw cosines
+    shared, hard, mask = _hinge_terms(query, positive, shared_negatives, hard_negatives,
+                                      hard_mask, 0.0)
+    pos = (query * positive).sum(-1)
+    keep = (torch.ones_like(shared, dtype=torch.bool) if shared_mask is None
+            else shared_mask)
+    if tuple(keep.shape) != tuple(shared.shape) or keep.dtype != torch.bool:
+        raise ValueError(f"shared_mask has shape {tuple(keep.shape)} and dtype {keep.dtype}; "
+                         f"expected a bool tensor of shape {tuple(shared.shape)}.")
+    cost = (F.relu(shared + pos.unsqueeze(1) - margin) * keep).sum(1)
+    count = keep.sum(1)
+    if hard is not None:
+        cost = cost + F.relu((hard + pos.unsqueeze(1)).masked_fill(~mask, 0.0) - margin
+                             ).masked_fill(~mask, 0.0).sum(1)
+        count = count + mask.sum(1)
+    neg = cost / count.clamp(min=1)
+    return ((1 - pos) + negative_weight * neg).mean()
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typing import Any
 POSITIVES = ("auto", "walks", "sequence")
 NEGATIVE_SAMPLING = ("uniform", "degree")
 PAIR_WEIGHTING = ("count", "distinct")
-LOSSES = ("max_margin", "softmax")
+LOSSES = ("max_margin", "softmax", "contrastive")
 
 
 @dataclass
@@ -70,8 +70,9 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps
     weight_decay: float = 0.0
-    loss: str = "max_margin"       # 'max_margin' (paper) or 'softmax' (sampled softmax)
-    margin: float = 0.1            # max-margin loss: Delta
+    loss: str = "max_margin"       # 'max_margin' (paper), 'softmax' or 'contrastive' (SimpleX)
+    margin: float = 0.1            # max-margin loss: Delta; contrastive: negative cosine margin
+    negative_weight: float = 1.0   # contrastive loss: weight of the negatives' mean hinge
     temperature: float = 0.05      # softmax loss: logits are scores / temperature
     grad_clip: float = 0.0         # 0 = no clipping
     id_dropout: float = 0.0        # share of items trained without their id vector per batch
@@ -125,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r}; expected [0, 0.5)")
         if len(self.hard_band) != 2:
             raise ValueError(f"TrainConfig.hard_band={self.hard_band!r}; expected (lo, hi)")
+        if isinstance(self.negative_weight, bool) or not self.negative_weight >= 0:
+            raise ValueError(f"TrainConfig.negative_weight={self.negative_weight!r}; must be >= 0")
         for name in ("lr", "margin", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; must be > 0")

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
-from pinsage_ray.model.loss import margin_stats, max_margin_loss, sampled_softmax_loss
+from pinsage_ray.model.loss import (contrastive_loss, margin_stats, max_margin_loss,
+                                    sampled_softmax_loss)
 from pinsage_ray.model.schedule import warmup_linear_decay
 from pinsage_ray.training.batches import TrainBatch
 from pinsage_ray.training.config import TrainConfig
@@ -44,12 +45,19 @@ def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> tor
     hard = batch.hard
     hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
     hard_mask = hard >= 0 if hard.shape[1] else None
-    q = emb[batch.query] if batch.query_set is None else pool_sets(emb, batch.query_set)
-    p, s = emb[batch.positive], emb[batch.shared]
+    q, p, s = query_vectors(emb, batch), emb[batch.positive], emb[batch.shared]
+    keep = batch.shared.unsqueeze(0) != batch.positive.unsqueeze(1)
     if config.loss == "softmax":
-        keep = batch.shared.unsqueeze(0) != batch.positive.unsqueeze(1)
         return sampled_softmax_loss(q, p, s, hard_emb, hard_mask, config.temperature, keep)
+    if config.loss == "contrastive":
+        return contrastive_loss(q, p, s, hard_emb, hard_mask, config.margin,
+                                config.negative_weight, keep)
     return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
+
+
+def query_vectors(emb: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
+    """``(B, D)`` query embeddings: the query item's, or its pooled query set's."""
+    return emb[batch.query] if batch.query_set is None else pool_sets(emb, batch.query_set)
 
 
 def pool_sets(emb: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
@@ -143,7 +151,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     item_ids = ray.get(loop_config["item_ids_ref"]) if rank == 0 else b""
 
     # violated_fraction: within the hinge's margin; for softmax runs, scored above the positive
-    stats_margin = cfg.margin if cfg.loss == "max_margin" else 0.0
+    stats_margin = cfg.margin if cfg.loss == "max_margin" else 0.0  # contrastive: above p
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         hard_k = cfg.hard_negatives_at(epoch)
         model.train()
@@ -168,7 +176,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             examples += batch.num_examples
             if len(losses) % 20 == 1:
                 with torch.no_grad():
-                    stats.append(margin_stats(emb[batch.query], emb[batch.positive],
+                    stats.append(margin_stats(query_vectors(emb, batch), emb[batch.positive],
                                               emb[batch.shared], margin=stats_margin))
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {

@@ -152,3 +152,25 @@ def test_sampled_softmax_gradient_and_errors():
         sampled_softmax_loss(q, p, shared, temperature=0.0)
     with pytest.raises(ValueError, match="shared_mask"):
         sampled_softmax_loss(q, p, shared, shared_mask=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_contrastive_loss_by_hand():
+    from pinsage_ray.model.loss import contrastive_loss
+
+    q = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.8, 0.6]])
+    s = torch.tensor([[0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])  # cosines 0.6, 0.0, -1.0
+    # (1 - 0.8) + w * mean(relu(0.6 - 0.4), 0, 0) = 0.2 + w * 0.2 / 3
+    got = contrastive_loss(q, p, s, margin=0.4, negative_weight=3.0)
+    assert torch.isclose(got, torch.tensor(0.4))
+    # a masked negative neither costs nor counts
+    keep = torch.tensor([[False, True, True]])
+    assert torch.isclose(contrastive_loss(q, p, s, margin=0.4, shared_mask=keep),
+                         torch.tensor(0.2))
+    # hard negatives join the mean; masked ones do not
+    hard = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])
+    mask = torch.tensor([[True, False]])
+    got = contrastive_loss(q, p, s, hard, mask, margin=0.4)  # (0.2 + 0.6) / 4 negatives
+    assert torch.isclose(got, torch.tensor(0.2 + 0.8 / 4))
+    with pytest.raises(ValueError, match="negative_weight"):
+        contrastive_loss(q, p, s, negative_weight=-1.0)
