@@ -35,6 +35,8 @@ def _make_run(graph: str, run, *, feature_dim: int, ids: bool) -> PinSageEncoder
     cfg = ModelConfig(num_items=store.num_items, feature_dim=feature_dim, hidden_dim=16,
                       embedding_dim=8, num_layers=2, use_id_embedding=ids, id_skip=ids)
     enc = PinSageEncoder(cfg)
+    if ids:  # as if trained: id vectors start at zero when items have features
+        torch.nn.init.normal_(enc.input_proj.id_embedding.weight, std=0.25)
     enc.eval()
     model_dir = run / "model"
     model_dir.mkdir(parents=True)

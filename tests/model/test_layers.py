@@ -233,3 +233,13 @@ def test_input_projection_id_mode_and_both():
         InputProjection(num_items=8, feature_dim=0, hidden_dim=4, use_id_embedding=False)
     with pytest.raises(ValueError, match="feature_dim=0"):
         proj(ids, torch.randn(3, 2), logd)
+
+
+def test_id_vectors_start_at_zero_beside_features_and_drop_for_negative_ids():
+    with_features = InputProjection(10, 4, 8, use_id_embedding=True)
+    assert torch.count_nonzero(with_features.id_embedding.weight) == 0
+    ids_only = InputProjection(10, 0, 8, use_id_embedding=True)
+    assert torch.count_nonzero(ids_only.id_embedding.weight) > 0
+    vec = ids_only.id_vectors(torch.tensor([3, -1, 3]))
+    assert torch.equal(vec[0], ids_only.id_embedding.weight[3]) and torch.equal(vec[0], vec[2])
+    assert torch.count_nonzero(vec[1]) == 0  # -1: no trained id vector
