@@ -202,16 +202,21 @@ class PinSageConv(nn.Module):
             neighbours, or whose real weights sum to 0, gets a zero aggregate.
         """
         n = n.masked_fill(~mask.unsqueeze(-1), 0.0)
+        w = self.pooling_weights(weights, mask, n.dtype)
+        return torch.bmm(w.unsqueeze(1), n).squeeze(1)  # (B, H)
+
+    def pooling_weights(self, weights: torch.Tensor, mask: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor:
+        """``(B, T)`` pooling weights: importance (or uniform) over real entries, summing to 1
+        per row; 0 at padding, and all 0 for a row without real weight."""
         if self.pooling == "importance":
-            w = weights.to(n.dtype).masked_fill(~mask, 0.0)
+            w = weights.to(dtype).masked_fill(~mask, 0.0)
         else:
-            w = mask.to(n.dtype)
-        total = w.sum(dim=1, keepdim=True)  # (B, 1)
-        summed = torch.bmm(w.unsqueeze(1), n).squeeze(1)  # (B, H)
-        # Where total == 0 the weighted sum is 0 too; dividing by 1 keeps it (and its
+            w = mask.to(dtype)
+        total = w.sum(dim=1, keepdim=True)
+        # Where total == 0 every weight is 0 too; dividing by 1 keeps them (and their
         # gradient) finite.
-        safe_total = torch.where(total > 0, total, torch.ones_like(total))
-        return summed / safe_total
+        return w / torch.where(total > 0, total, torch.ones_like(total))
 
     def aggregate(
         self, h_neighbors: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
@@ -298,12 +303,7 @@ class PinSageConv(nn.Module):
         """
         neighbors = block.neighbors
         mask = neighbors >= 0
-        if self.pooling == "importance":
-            w = block.weights.to(dtype).masked_fill(~mask, 0.0)
-        else:
-            w = mask.to(dtype)
-        total = w.sum(dim=1, keepdim=True)
-        w = w / torch.where(total > 0, total, torch.ones_like(total))
+        w = self.pooling_weights(block.weights, mask, dtype)
         keep = mask & (w > 0)
         rows = torch.arange(block.num_dst, device=neighbors.device).unsqueeze(1)
         index = torch.stack([rows.expand_as(neighbors)[keep], neighbors[keep]])

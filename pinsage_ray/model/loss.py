@@ -103,6 +103,14 @@ def _hinge_terms(
     return shared, hard, hard_mask
 
 
+def _check_shared_mask(shared_mask: torch.Tensor, shared: torch.Tensor) -> None:
+    if tuple(shared_mask.shape) != tuple(shared.shape) or shared_mask.dtype != torch.bool:
+        raise ValueError(
+            f"shared_mask has shape {tuple(shared_mask.shape)} and dtype {shared_mask.dtype}; "
+            f"expected a bool tensor of shape {tuple(shared.shape)}."
+        )
+
+
 def max_margin_loss(
     query: torch.Tensor,
     positive: torch.Tensor,
@@ -179,11 +187,7 @@ def sampled_softmax_loss(
     shared, hard, _ = _hinge_terms(query, positive, shared_negatives, hard_negatives,
                                    hard_mask, 0.0)
     if shared_mask is not None:
-        if tuple(shared_mask.shape) != tuple(shared.shape) or shared_mask.dtype != torch.bool:
-            raise ValueError(
-                f"shared_mask has shape {tuple(shared_mask.shape)} and dtype "
-                f"{shared_mask.dtype}; expected a bool tensor of shape {tuple(shared.shape)}."
-            )
+        _check_shared_mask(shared_mask, shared)
         shared = shared.masked_fill(~shared_mask, float("-inf"))
     parts = [torch.zeros_like(shared[:, :1]), shared]  # the positive's logit relative to itself
     if hard is not None:
@@ -224,20 +228,17 @@ def contrastive_loss(
     # hinge terms at margin 0 are s(q, n) - s(q, p): add s(q, p) back for the raw cosines
     shared, hard, mask = _hinge_terms(query, positive, shared_negatives, hard_negatives,
                                       hard_mask, 0.0)
-    pos = (query * positive).sum(-1)
-    keep = (torch.ones_like(shared, dtype=torch.bool) if shared_mask is None
-            else shared_mask)
-    if tuple(keep.shape) != tuple(shared.shape) or keep.dtype != torch.bool:
-        raise ValueError(f"shared_mask has shape {tuple(keep.shape)} and dtype {keep.dtype}; "
-                         f"expected a bool tensor of shape {tuple(shared.shape)}.")
-    cost = (F.relu(shared + pos.unsqueeze(1) - margin) * keep).sum(1)
-    count = keep.sum(1)
-    if hard is not None:
-        cost = cost + F.relu((hard + pos.unsqueeze(1)).masked_fill(~mask, 0.0) - margin
-                             ).masked_fill(~mask, 0.0).sum(1)
+    pos = (query * positive).sum(-1, keepdim=True)
+    if shared_mask is None:
+        shared_mask = torch.ones_like(shared, dtype=torch.bool)
+    _check_shared_mask(shared_mask, shared)
+    cost = (F.relu(shared + pos - margin) * shared_mask).sum(1)
+    count = shared_mask.sum(1)
+    if hard is not None:  # masked hard entries are -inf: relu gives 0 with zero gradient
+        cost = cost + F.relu(hard + pos - margin).sum(1)
         count = count + mask.sum(1)
     neg = cost / count.clamp(min=1)
-    return ((1 - pos) + negative_weight * neg).mean()
+    return ((1 - pos.squeeze(1)) + negative_weight * neg).mean()
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pinsage_ray.inference.layerwise import inference_ids
 from pinsage_ray.model.batch import Block, EncoderInput
 from pinsage_ray.sampling.aggregate import Neighborhood
 from pinsage_ray.sampling.api import WalkService
@@ -217,12 +218,11 @@ class BatchBuilder:
         def out_index(ids: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(_positions(outputs[order], order, ids))
 
-        # Items without edges get no id vector, as at inference (layerwise.inference_ids);
-        # with id_dropout a random share of the rest trains from features and neighbours.
-        drop = self.degree[nodes0] == 0
+        # Items without edges get no id vector, by the rule inference uses; with id_dropout a
+        # random share of the rest trains from features and neighbours alone.
+        ids = inference_ids(nodes0, self.degree[nodes0])
         if cfg.id_dropout > 0:
-            drop |= rng.random(len(nodes0)) < cfg.id_dropout
-        ids = np.where(drop, -1, nodes0)
+            ids = np.where(rng.random(len(nodes0)) < cfg.id_dropout, -1, ids)
         inp = EncoderInput(
             node_ids=torch.from_numpy(ids),
             features=None if self.features is None else torch.from_numpy(self.features[nodes0]),

@@ -46,13 +46,13 @@ def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> tor
     hard_emb = emb[hard.clamp(min=0)] if hard.shape[1] else None
     hard_mask = hard >= 0 if hard.shape[1] else None
     q, p, s = query_vectors(emb, batch), emb[batch.positive], emb[batch.shared]
+    if config.loss == "max_margin":
+        return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
     keep = batch.shared.unsqueeze(0) != batch.positive.unsqueeze(1)
     if config.loss == "softmax":
         return sampled_softmax_loss(q, p, s, hard_emb, hard_mask, config.temperature, keep)
-    if config.loss == "contrastive":
-        return contrastive_loss(q, p, s, hard_emb, hard_mask, config.margin,
-                                config.negative_weight, keep)
-    return max_margin_loss(q, p, s, hard_emb, hard_mask, config.margin)
+    return contrastive_loss(q, p, s, hard_emb, hard_mask, config.margin,
+                            config.negative_weight, keep)
 
 
 def query_vectors(emb: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
