@@ -9,7 +9,12 @@ final dense layers ``z_u = G2 ReLU(G1 h_u^(K) + g)``; the embedding is L2-normal
 normalisation: ``z_u = G2 ReLU(G1 h_u^(K) + g) + S E[id_u]`` (``S`` the identity when the
 widths match). Without it an id vector reaches the embedding only through K + 2 ReLU layers,
 each followed by a normalisation, and trains far worse than a free embedding (docs/quality.md
-measures it); DGL's PinSAGE example has a similar shortcut. Features and degrees still reach
+measures it); DGL's PinSAGE example has a similar shortcut. With ``balanced_skip`` the two
+terms are each L2-normalised before they are added, ``z_u = n(G2 ReLU(G1 h_u^(K) + g)) +
+n(S E[id_u])``: the cosine of two items is then about the mean of their convolution cosine
+(features and neighbours) and their id cosine, so the id vectors add what co-occurrence says
+without drowning what the features say (a free id term grows until it does: the planted
+fine/coarse oracle in docs/quality.md measures both). An id-less item keeps only the first term. Features and degrees still reach
 the output only through the convolutions, and an item without a trained id (cold start) gets
 no id term, exactly as in the input layer.
 
@@ -57,6 +62,9 @@ class ModelConfig:
         dropout: dropout probability on the convolution inputs during training.
         id_skip: add the id embedding to the output (see the module docstring); needs
             ``use_id_embedding``. False = the paper's architecture.
+        balanced_skip: normalise the convolution output and the id term separately before
+            adding them, so neither can drown the other (see the module docstring); needs
+            ``id_skip``.
     """
 
     num_items: int
@@ -68,6 +76,7 @@ class ModelConfig:
     use_id_embedding: bool | None = None
     dropout: float = 0.0
     id_skip: bool = False
+    balanced_skip: bool = False
 
     def __post_init__(self) -> None:
         _check_int("num_items", self.num_items, 1, "Pass the number of distinct items.")
@@ -90,6 +99,12 @@ class ModelConfig:
         self.dropout = float(self.dropout)
         if not isinstance(self.id_skip, bool):
             raise ValueError(f"ModelConfig.id_skip = {self.id_skip!r}; expected True or False.")
+        if not isinstance(self.balanced_skip, bool):
+            raise ValueError(f"ModelConfig.balanced_skip = {self.balanced_skip!r}; expected True "
+                             "or False.")
+        if self.balanced_skip and not self.id_skip:
+            raise ValueError("ModelConfig.balanced_skip = True needs id_skip = True (it balances "
+                             "the id term against the convolution output).")
         if self.use_id_embedding is None:
             self.use_id_embedding = self.feature_dim == 0
         elif not isinstance(self.use_id_embedding, bool):
@@ -148,7 +163,8 @@ class PinSageEncoder(nn.Module):
         self.config = config
         h = config.hidden_dim
         self.input_proj = InputProjection(
-            config.num_items, config.feature_dim, h, bool(config.use_id_embedding)
+            config.num_items, config.feature_dim, h, bool(config.use_id_embedding),
+            id_init_std=0.01 if config.balanced_skip else None,
         )
         self.convs = nn.ModuleList(
             PinSageConv(h, h, h, pooling=config.pooling, dropout=config.dropout)
@@ -229,7 +245,11 @@ class PinSageEncoder(nn.Module):
             if tuple(node_ids.shape) != (h.shape[0],):
                 raise ValueError(f"output_layer: node_ids has shape {tuple(node_ids.shape)}; "
                                  f"expected ({h.shape[0]},), one id per row of h.")
-            z = z + self.skip_proj(self.input_proj.id_vectors(node_ids))
+            ids = self.skip_proj(self.input_proj.id_vectors(node_ids))
+            if self.config.balanced_skip:
+                z = F.normalize(z, dim=-1, eps=1e-12) + F.normalize(ids, dim=-1, eps=1e-12)
+            else:
+                z = z + ids
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
 
     def forward(self, inp: EncoderInput) -> torch.Tensor:

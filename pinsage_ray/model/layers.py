@@ -47,6 +47,8 @@ class InputProjection(nn.Module):
         feature_dim: number of feature columns; 0 for none.
         hidden_dim: output width.
         use_id_embedding: whether to learn an ``nn.Embedding(num_items, hidden_dim)``.
+        id_init_std: initial standard deviation of the id vectors; None = zeros when there
+            are features (start as the features model), else ``hidden_dim ** -0.5``.
 
     Raises:
         ValueError: if there would be no input besides the log degree
@@ -54,7 +56,8 @@ class InputProjection(nn.Module):
     """
 
     def __init__(
-        self, num_items: int, feature_dim: int, hidden_dim: int, use_id_embedding: bool
+        self, num_items: int, feature_dim: int, hidden_dim: int, use_id_embedding: bool,
+        id_init_std: float | None = None,
     ) -> None:
         super().__init__()
         if feature_dim < 0 or hidden_dim < 1 or num_items < 1:
@@ -75,7 +78,9 @@ class InputProjection(nn.Module):
         self.id_embedding: nn.Embedding | None = None
         if use_id_embedding:
             self.id_embedding = nn.Embedding(num_items, hidden_dim)
-            if feature_dim > 0:  # start as the features model; ids learn what it misses
+            if id_init_std is not None:
+                nn.init.normal_(self.id_embedding.weight, std=id_init_std)
+            elif feature_dim > 0:  # start as the features model; ids learn what it misses
                 nn.init.zeros_(self.id_embedding.weight)
             else:
                 nn.init.normal_(self.id_embedding.weight, std=hidden_dim**-0.5)

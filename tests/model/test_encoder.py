@@ -89,11 +89,12 @@ def test_shapes_and_unit_norm(num_layers):
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("pooling", ["importance", "mean"])
-@pytest.mark.parametrize("id_skip", [False, True])
+@pytest.mark.parametrize("id_skip", [False, True, "balanced"])
 def test_block_forward_equals_layerwise_full_graph(num_layers, pooling, id_skip):
     """The oracle for layer-wise inference: sampled-block forward == full-graph layer-wise."""
     nbr, w, feats, logd = _graph()
-    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, id_skip=id_skip)
+    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, id_skip=bool(id_skip),
+                   balanced_skip=id_skip == "balanced")
     full = _layerwise(enc, nbr, w, feats, logd)
     targets = [3, 5, 17, 29, 0]
     for extra_pad in (0, 3):
@@ -143,6 +144,30 @@ def test_id_skip_hand_computed():
     assert torch.equal(plain.output_layer(h, ids), plain.output_layer(h))
     with pytest.raises(ValueError, match="id_skip = True needs an id embedding"):
         ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, id_skip=True)
+
+
+def test_balanced_skip_hand_computed():
+    """balanced_skip: n(G2 ReLU(G1 h + g)) + n(S E[id]), then normalised; no id: first term."""
+    enc = _encoder(2, use_id_embedding=True, id_skip=True, balanced_skip=True)
+    h, ids = torch.randn(5, 16), torch.tensor([3, 0, 7, -1, 39])
+    G1, g, G2 = enc.output_hidden.weight, enc.output_hidden.bias, enc.output_proj.weight
+    conv = torch.nn.functional.normalize(torch.relu(h @ G1.T + g) @ G2.T, dim=-1)
+    e = torch.nn.functional.normalize(
+        enc.input_proj.id_embedding.weight[ids.clamp(min=0)] @ enc.skip_proj.weight.T, dim=-1)
+    e[3] = 0.0  # a negative id means no id term
+    z = conv + e
+    assert torch.allclose(enc.output_layer(h, ids), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
+    assert torch.allclose(enc.output_layer(h), conv, atol=1e-6)
+    # Ids are small random vectors from the start (a zero vector has no direction to learn).
+    assert 0 < enc.input_proj.id_embedding.weight.std() < 0.05
+    # The id term's scale no longer matters: scaling every id vector leaves the output alone.
+    with torch.no_grad():
+        before = enc.output_layer(h, ids)
+        enc.input_proj.id_embedding.weight.mul_(50.0)
+    assert torch.allclose(enc.output_layer(h, ids), before, atol=1e-5)
+    with pytest.raises(ValueError, match="balanced_skip = True needs id_skip"):
+        ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, use_id_embedding=True,
+                    balanced_skip=True)
 
 
 def test_unknown_ids_get_no_id_term():
