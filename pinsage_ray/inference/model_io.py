@@ -2,7 +2,8 @@
 
 Layout of a run directory after ``train`` and ``embed``::
 
-    run_dir/model/               model.pt, model.json (configs, graph_dir, epoch, metrics),
+    run_dir/model/               model.pt, model.json (configs, graph_dir, epoch, metrics,
+                                 size + sha256 of the other two files),
                                  item_ids.parquet (contiguous id -> original id)
     run_dir/inference/neighbors/ ids.npy, weights.npy, manifest.json (walk params, seed)
     run_dir/inference/layers/    h0, t0, h1, ... one VectorStore per layer (cold start reads them)
@@ -14,7 +15,6 @@ Layout of a run directory after ``train`` and ``embed``::
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from pinsage_ray import _io
+from pinsage_ray.training.checkpoint import (MODEL_FIX, CheckpointError, load_model_state,
+                                             read_meta)
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +59,9 @@ def load_model(run_dir: str | os.PathLike, graph_dir: str | None = None) -> Load
 
     Raises:
         FileNotFoundError: no trained model in ``run_dir``.
+        CheckpointError: ``model.json`` or ``model.pt`` is corrupted (size or sha256 differs
+            from ``model.json``'s record), or ``model.pt`` is not a weights-only file.
     """
-    import torch
-
     from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
 
     fs, model_dir = _io.resolve(run_path(run_dir, "model"))
@@ -68,11 +70,18 @@ def load_model(run_dir: str | os.PathLike, graph_dir: str | None = None) -> Load
         raise FileNotFoundError(
             f"run_dir {os.fspath(run_dir)!r} has no trained model (missing model/model.json); "
             "run `pinsage-ray train GRAPH_DIR RUN_DIR` first")
-    meta = _io.read_json(fs, meta_path)
-    encoder = PinSageEncoder(ModelConfig.from_dict(meta["model_config"]))
-    with fs.open_input_file(_io.join(model_dir, "model.pt")) as f:
-        state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-    encoder.load_state_dict(state)
+    meta = read_meta(fs, meta_path, MODEL_FIX)
+    try:
+        encoder = PinSageEncoder(ModelConfig.from_dict(meta["model_config"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{meta_path}: no valid model_config ({err!r}); {MODEL_FIX}") \
+            from None
+    state = load_model_state(fs, model_dir, meta)  # weights only, sizes and sha256 checked
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{_io.join(model_dir, 'model.pt')}: does not fit model.json's "
+                              f"model_config ({str(err).splitlines()[0]}); {MODEL_FIX}") from None
     encoder.eval()
     return LoadedModel(encoder, meta, graph_dir or meta["graph_dir"], run_path(run_dir))
 

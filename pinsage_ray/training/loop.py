@@ -5,7 +5,8 @@ Each worker wraps the encoder in DDP (gloo on CPU, nccl on GPU, via
 actors, and optimises ``TrainConfig.loss`` (max-margin by default) with Adam under linear
 warm-up and decay. After every epoch rank 0 evaluates on the held-out pairs (hit@k and MRR
 by exact search over all items) and saves a checkpoint (model, optimiser, scheduler, epoch,
-configs, metrics history, id map); every rank reports so Ray Train can keep the workers in
+configs, metrics history, id map; tensors in ``state.pt``, the rest as JSON, see
+:mod:`pinsage_ray.training.checkpoint`); every rank reports so Ray Train can keep the workers in
 step. On a restart the loop resumes from ``ray.train.get_checkpoint()``.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from typing import Any
@@ -26,11 +26,10 @@ from pinsage_ray.model.loss import (contrastive_loss, margin_stats, max_margin_l
                                     sampled_softmax_loss)
 from pinsage_ray.model.schedule import warmup_linear_decay
 from pinsage_ray.training.batches import TrainBatch
+from pinsage_ray.training.checkpoint import load_checkpoint, save_checkpoint
 from pinsage_ray.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "state.pt"
 
 
 def batch_loss(emb: torch.Tensor, batch: TrainBatch, config: TrainConfig) -> torch.Tensor:
@@ -137,9 +136,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     start_epoch, history = 1, []
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location=device,
-                               weights_only=False)
+        with ckpt.as_directory() as d:  # weights only, checksums verified: never unpickles
+            state = load_checkpoint(d, map_location=device)
         _unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -202,15 +200,14 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                             cfg.eval_k))
                     metrics["eval_seconds"] = time.perf_counter() - t1
                 history.append(metrics)
-                torch.save({"model": encoder.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch,
-                            "history": history, "train_config": cfg.to_dict(),
-                            "model_config": model_cfg.to_dict()},
-                           os.path.join(tmp, STATE_FILE))
-                with open(os.path.join(tmp, "metrics.json"), "w") as f:
-                    json.dump(metrics, f)
-                with open(os.path.join(tmp, "item_ids.parquet"), "wb") as f:
-                    f.write(item_ids)
+                # tensors to state.pt, the rest to state.json (checkpoint.py: no pickle)
+                save_checkpoint(tmp, {"model": encoder.state_dict(),
+                                      "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "epoch": epoch,
+                                      "history": history, "train_config": cfg.to_dict(),
+                                      "model_config": model_cfg.to_dict()},
+                                extra_files={"metrics.json": json.dumps(metrics).encode(),
+                                             "item_ids.parquet": item_ids})
                 checkpoint = Checkpoint.from_directory(tmp)
                 logger.info("epoch %d/%d: loss %.4f, %.0f examples/s/worker, hard negatives %d,"
                             " wait %.0f%%%s", epoch, cfg.num_epochs, metrics["loss"],

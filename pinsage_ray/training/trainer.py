@@ -10,6 +10,11 @@
    from the last checkpoint, and running again with the same ``run_dir`` resumes.
 4. The best epoch's checkpoint (by validation hit@k) is copied to ``run_dir/model`` and the
    metrics history to ``run_dir/metrics.jsonl``.
+
+Checkpoints hold no pickle (:mod:`pinsage_ray.training.checkpoint`); before resuming, the
+driver loads the latest one as a worker would, so a corrupted or crafted checkpoint is refused
+once, with the file named, and a run directory this call created is removed again when the
+run fails before training starts.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.model.encoder import ModelConfig
+from pinsage_ray.training.checkpoint import check_resumable, load_checkpoint, write_model_dir
 from pinsage_ray.training.config import DEFAULT_PRESET, TrainConfig
 from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import pairs_for
@@ -96,8 +102,14 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     graph_uri = os.fspath(graph_dir) if "://" in os.fspath(graph_dir) else os.path.abspath(graph_dir)
     run_uri = os.fspath(run_dir) if "://" in os.fspath(run_dir) else os.path.abspath(run_dir)
     fs, run_path = _io.resolve(run_uri)
-    fs.create_dir(run_path, recursive=True)
-    _check_same_config(fs, run_path, cfg, graph_uri)
+    created = _make_run_dir(fs, run_path)
+    try:
+        check_resumable(run_uri)  # a corrupted or crafted checkpoint fails here, once
+        _check_same_config(fs, run_path, cfg, graph_uri)  # the only write before training
+    except BaseException:
+        if created:  # a run that never started leaves nothing behind
+            fs.delete_dir(run_path)
+        raise
     init_ray(address, num_cpus=num_cpus)
     logger.info("hard negatives per query by epoch: %s",
                 [cfg.hard_negatives_at(e) for e in range(1, cfg.num_epochs + 1)])
@@ -152,6 +164,22 @@ def _examples_per_epoch(cfg: TrainConfig, pairs: Any, groups: GroupExamples | No
         return len(pairs.train_q)
     f = cfg.group_queries
     return int(round((1 - f) * len(pairs.train_q) + f * len(groups)))
+
+
+def _make_run_dir(fs: Any, run_path: str) -> bool:
+    """Create ``run_path`` (True), or accept an empty directory or an earlier run (False)."""
+    info = fs.get_file_info(run_path)
+    if info.type == _io.pafs.FileType.NotFound:
+        fs.create_dir(run_path, recursive=True)
+        return True
+    if info.type != _io.pafs.FileType.Directory:
+        raise FileExistsError(f"run_dir {run_path!r} exists and is not a directory; "
+                              "choose a directory path")
+    if (not _io.exists(fs, _io.join(run_path, "run.json"))
+            and fs.get_file_info(_io.pafs.FileSelector(run_path))):
+        raise FileExistsError(f"run_dir {run_path!r} is a non-empty directory that holds no "
+                              "pinsage-ray run (no run.json); choose a new or empty directory")
+    return False
 
 
 def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str) -> None:
@@ -221,13 +249,11 @@ def _eval_data(store: GraphStore, cfg: TrainConfig, pairs: Any, groups: GroupExa
 def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
             pairs_summary: dict, group_queries: float = 0.0) -> TrainResult:
     """Copy the best checkpoint to run_dir/model and write metrics.jsonl."""
-    import torch
-
     ckpts = sorted(result.best_checkpoints, key=lambda cm: cm[1].get("epoch", 0))
     if not ckpts:
         raise RuntimeError(f"training in {run_uri} reported no checkpoint")
     with ckpts[-1][0].as_directory() as d:
-        history = torch.load(os.path.join(d, "state.pt"), weights_only=False)["history"]
+        history = load_checkpoint(d, tensors=False)["history"]
     # model selection on the task trained for: the group query when most examples are groups
     prefix = "val_group_hit_at_" if group_queries >= 0.5 else "val_hit_at_"
     score_key = next((k for k in history[-1] if k.startswith(prefix)), None)
@@ -238,24 +264,13 @@ def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
     lines = "".join(json.dumps(m) + "\n" for m in history).encode()
     _io.write_bytes(fs, _io.join(run_path, "metrics.jsonl"), lines)
     model_dir = _io.join(run_path, "model")
-    with best_ckpt.as_directory() as d, _io.atomic_directory(model_dir, overwrite=True) as tmp:
-        state = torch.load(os.path.join(d, "state.pt"), weights_only=False)
-        _io.write_bytes(fs, _io.join(tmp, "model.pt"), _state_bytes(state["model"]))
+    with best_ckpt.as_directory() as d:
+        state = load_checkpoint(d)  # weights only; the id map's checksum verified too
         with open(os.path.join(d, "item_ids.parquet"), "rb") as f:
-            _io.write_bytes(fs, _io.join(tmp, "item_ids.parquet"), f.read())
-        _io.write_json(fs, _io.join(tmp, "model.json"), {
-            "model_config": state["model_config"], "train_config": state["train_config"],
-            "graph_dir": graph_uri, "epoch": state["epoch"], "metrics": best,
-            "pairs": pairs_summary})
+            item_ids = f.read()
+    write_model_dir(model_dir, state["model"], item_ids, {
+        "model_config": state["model_config"], "train_config": state["train_config"],
+        "graph_dir": graph_uri, "epoch": state["epoch"], "metrics": best,
+        "pairs": pairs_summary})
     logger.info("best epoch %d copied to %s", best_epoch, model_dir)
     return TrainResult(run_uri, model_dir, history, best)
-
-
-def _state_bytes(state_dict: dict) -> bytes:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(state_dict, buf)
-    return buf.getvalue()
