@@ -157,6 +157,30 @@ def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     return sha.hexdigest()
 
 
+def verify_file(fs: pafs.FileSystem, path: str, expected: dict, fix: str, *,
+                error: type[Exception] = ValueError) -> None:
+    """Check ``path`` against what a manifest recorded when it was written.
+
+    Checks that the file exists, has ``expected["bytes"]`` bytes and, when the manifest has
+    one, the ``expected["sha256"]`` (reads the whole file). A truncated file fails the size
+    check; a bit flip that still parses fails the hash.
+
+    Raises:
+        error: with a message naming ``path``, what differs and ``fix`` (what to do).
+    """
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise error(f"{path}: file is missing; {fix}")
+    if not isinstance(expected, dict):
+        raise error(f"{path}: its manifest entry is not an object; {fix}")
+    if "bytes" in expected and info.size != expected["bytes"]:
+        raise error(f"{path}: {info.size} bytes but {expected['bytes']} were written "
+                    f"(truncated or replaced); {fix}")
+    if "sha256" in expected and sha256_of(fs, path) != expected["sha256"]:
+        raise error(f"{path}: sha256 differs from the one recorded when it was written "
+                    f"(corrupted); {fix}")
+
+
 def parquet_bytes(table: Any) -> bytes:
     """A pyarrow table serialised as a Parquet file."""
     import pyarrow as pa

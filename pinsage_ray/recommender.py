@@ -57,16 +57,32 @@ class Recommender:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None) -> Recommender:
-        """Load embeddings and the index (build it first with ``pinsage-ray index``)."""
-        from pinsage_ray.index import HNSWIndex
+        """Load embeddings and the index (build it first with ``pinsage-ray index``).
+
+        Raises:
+            FileNotFoundError: no index or no embeddings yet.
+            IndexIntegrityError: an index file is missing, truncated or corrupted (checksums
+                and structure are checked before hnswlib reads it), or the index was built
+                from other embeddings than ``run_dir/embeddings``.
+            EmbeddingsError: an embeddings part is truncated or corrupted.
+        """
+        from pinsage_ray.index import HNSWIndex, IndexIntegrityError
         from pinsage_ray.inference.pipeline import load_embeddings
 
         path = run_path(run_dir, "index")
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
-        index = HNSWIndex.load(path, ef=ef)
+        fix = f"rebuild it with `pinsage-ray index {run_dir}`"
+        try:  # checksums and structure are verified before hnswlib reads the file
+            index = HNSWIndex.load(path, ef=ef)
+        except IndexIntegrityError as err:
+            raise IndexIntegrityError(f"{err}; {fix}") from None
         ids, emb = load_embeddings(run_dir)
-        return cls(run_path(run_dir), index, ids.to_numpy(zero_copy_only=False), emb)
+        ids = ids.to_numpy(zero_copy_only=False)
+        if len(index) != len(ids) or index.ids.tolist() != ids.tolist():
+            raise IndexIntegrityError(f"{path}: built from other embeddings ({len(index)} items, "
+                                      f"embeddings have {len(ids)}); {fix}")
+        return cls(run_path(run_dir), index, ids, emb)
 
     def _rows(self, items: Sequence[Any], argument: str) -> np.ndarray:
         try:

@@ -3,7 +3,8 @@
 A graph directory holds the item-group bipartite graph (the paper's pins and boards) with
 contiguous ids, as CSR in both directions, plus optional item features, labels and metadata::
 
-    manifest.json          format version, counts, dtypes, per-file sha256, degree stats, report
+    manifest.json          format version, counts, dtypes, per-file size and sha256, degree
+                           stats, report
     item_ids.parquet       column ``id``: original item id of contiguous id i (row i)
     group_ids.parquet      the same for groups
     item_indptr.npy        int64 (num_items + 1,)  item -> groups CSR (a feature-only item's
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "pinsage-ray-graph"
 FORMAT_VERSION = 1
 DIRECTIONS = ("item", "group")
+#: Graphs whose files total at most this many bytes are hashed every time they are opened.
+VERIFY_MAX_BYTES = 64 << 20
+REPREPARE = "re-run `pinsage-ray prepare INPUT GRAPH_DIR --overwrite`"
 
 
 class GraphFormatError(ValueError):
@@ -77,16 +81,25 @@ class CSRSlice:
 class GraphStore:
     """Read access to a graph directory written by :func:`pinsage_ray.prepare`.
 
+    What is checked when a store opens: the manifest parses and names this format and
+    version; every file it lists exists with the size recorded at write time (a truncated
+    file fails here); and, when ``verify`` is True or the files total at most
+    :data:`VERIFY_MAX_BYTES` (reading them costs well under a second), each file's sha256,
+    so a bit flip that still parses is caught too. Larger graphs are hashed only on request
+    (``pinsage-ray inspect --verify``). Whole-array reads also check the ``.npy`` header's
+    dtype and shape against the manifest, and any unreadable file is a
+    :class:`GraphFormatError` naming it.
+
     Args:
         path: local directory or URI (``s3://bucket/graph``).
-        verify: recompute every file's sha256 against the manifest (reads every byte).
+        verify: True: hash every file; False: sizes only; None (default): hash when small.
 
     Raises:
-        GraphFormatError: missing manifest, unknown format version, missing file, size or
-            checksum mismatch.
+        GraphFormatError: missing or unreadable manifest, unknown format version, missing
+            file, size or checksum mismatch.
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, verify: bool | None = None) -> None:
         self.uri = os.fspath(path)
         self.fs, self.path = _io.resolve(path)
         manifest_path = _io.join(self.path, "manifest.json")
@@ -95,7 +108,14 @@ class GraphStore:
                 f"{self.uri!r} is not a graph directory (no manifest.json). Create one with "
                 "`pinsage-ray prepare INPUT GRAPH_DIR` or pinsage_ray.prepare()."
             )
-        self.manifest: dict = _io.read_json(self.fs, manifest_path)
+        try:
+            self.manifest: dict = _io.read_json(self.fs, manifest_path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise GraphFormatError(f"{manifest_path}: not valid JSON ({err}); the graph "
+                                   f"directory is corrupted: {REPREPARE}") from None
+        if not isinstance(self.manifest, dict) or not isinstance(
+                self.manifest.get("files"), dict):
+            raise GraphFormatError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
         if self.manifest.get("format") != FORMAT_NAME:
             raise GraphFormatError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
         if self.manifest.get("format_version") != FORMAT_VERSION:
@@ -106,22 +126,22 @@ class GraphStore:
         self._check_files(verify)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> GraphStore:
+    def open(cls, path: str | os.PathLike, *, verify: bool | None = None) -> GraphStore:
         return cls(path, verify=verify)
 
-    def _check_files(self, verify: bool) -> None:
-        for name, meta in self.manifest["files"].items():
-            full = _io.join(self.path, name)
-            info = self.fs.get_file_info(full)
-            if info.type == _io.pafs.FileType.NotFound:
-                raise GraphFormatError(f"{self.uri}: file {name!r} listed in manifest is missing")
-            if info.size != meta["bytes"]:
-                raise GraphFormatError(
-                    f"{self.uri}: {name!r} has {info.size} bytes, manifest says {meta['bytes']}"
-                    " (truncated or replaced); re-run prepare."
-                )
-            if verify and _io.sha256_of(self.fs, full) != meta["sha256"]:
-                raise GraphFormatError(f"{self.uri}: sha256 mismatch for {name!r} (corrupted)")
+    def _check_files(self, verify: bool | None) -> None:
+        files = self.manifest["files"]
+        if verify is None:
+            verify = sum(int(m.get("bytes", 0)) for m in files.values()) <= VERIFY_MAX_BYTES
+        for name, meta in files.items():
+            expected = meta if verify else {k: v for k, v in meta.items() if k != "sha256"}
+            _io.verify_file(self.fs, _io.join(self.path, name), expected, REPREPARE,
+                            error=GraphFormatError)
+
+    def _fail(self, file: str, err: BaseException) -> GraphFormatError:
+        return GraphFormatError(f"{_io.join(self.path, file)}: cannot be read "
+                                f"({type(err).__name__}: {err}); the file is corrupted: "
+                                f"{REPREPARE}")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -163,7 +183,17 @@ class GraphStore:
         file = f"{name}.npy"
         if file not in self.manifest["files"]:
             raise KeyError(f"{self.uri}: no array {name!r}; has {sorted(self.manifest['files'])}")
-        return _io.read_npy(self.fs, _io.join(self.path, file), mmap=mmap)
+        try:
+            arr = _io.read_npy(self.fs, _io.join(self.path, file), mmap=mmap)
+        except (ValueError, OSError, EOFError) as err:
+            raise self._fail(file, err) from None
+        meta = self.manifest["files"][file]
+        if (str(arr.dtype), list(arr.shape)) != (meta.get("dtype", str(arr.dtype)),
+                                                 meta.get("shape", list(arr.shape))):
+            raise GraphFormatError(f"{_io.join(self.path, file)}: holds {arr.dtype} "
+                                   f"{list(arr.shape)} but the manifest says {meta.get('dtype')} "
+                                   f"{meta.get('shape')} (corrupted header): {REPREPARE}")
+        return arr
 
     def rows(self, direction: str, lo: int, hi: int) -> CSRSlice:
         """CSR rows ``[lo, hi)`` of ``direction`` ('item': item->groups, 'group': group->items)."""
@@ -172,12 +202,17 @@ class GraphStore:
         n = self.num_items if direction == "item" else self.num_groups
         if not 0 <= lo <= hi <= n:
             raise ValueError(f"rows [{lo}, {hi}) outside [0, {n}) for direction {direction!r}")
-        base = self.path
-        indptr = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_indptr.npy"), lo, hi + 1)
+        indptr = self._npy_rows(f"{direction}_indptr.npy", lo, hi + 1)
         start, stop = int(indptr[0]), int(indptr[-1])
-        indices = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_indices.npy"), start, stop)
-        weights = _io.read_npy_rows(self.fs, _io.join(base, f"{direction}_weights.npy"), start, stop)
+        indices = self._npy_rows(f"{direction}_indices.npy", start, stop)
+        weights = self._npy_rows(f"{direction}_weights.npy", start, stop)
         return CSRSlice(lo, hi, indptr - start, indices, weights)
+
+    def _npy_rows(self, file: str, lo: int, hi: int) -> np.ndarray:
+        try:
+            return _io.read_npy_rows(self.fs, _io.join(self.path, file), lo, hi)
+        except (ValueError, OSError, EOFError) as err:
+            raise self._fail(file, err) from None
 
     def degrees(self, direction: str = "item") -> np.ndarray:
         return np.diff(np.asarray(self.array(f"{direction}_indptr")))
@@ -190,8 +225,12 @@ class GraphStore:
 
     # ------------------------------------------------------------------ ids
     def _ids(self, side: str) -> pa.Array:
-        table = pq.read_table(_io.join(self.path, f"{side}_ids.parquet"), filesystem=self.fs)
-        return table.column("id").combine_chunks()
+        file = f"{side}_ids.parquet"
+        try:
+            table = pq.read_table(_io.join(self.path, file), filesystem=self.fs)
+            return table.column("id").combine_chunks()
+        except (pa.ArrowException, OSError, ValueError, KeyError) as err:
+            raise self._fail(file, err) from None
 
     @cached_property
     def item_ids(self) -> pa.Array:
@@ -234,7 +273,10 @@ class GraphStore:
     def metadata(self) -> pa.Table | None:
         if "item_metadata.parquet" not in self.manifest["files"]:
             return None
-        return pq.read_table(_io.join(self.path, "item_metadata.parquet"), filesystem=self.fs)
+        try:
+            return pq.read_table(_io.join(self.path, "item_metadata.parquet"), filesystem=self.fs)
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise self._fail("item_metadata.parquet", err) from None
 
     def __repr__(self) -> str:
         return (f"GraphStore({self.uri!r}, items={self.num_items}, groups={self.num_groups}, "

@@ -149,9 +149,14 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
     """
     if mode not in ("auto", "ray", "local"):
         raise ValueError(f"mode={mode!r}; use 'auto', 'ray' or 'local'")
+    for name, value, low in (("batch_size", batch_size, 1), ("num_actors", num_actors, 1),
+                             ("num_shards", num_shards, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r}; expected an integer >= {low}")
     t0 = time.perf_counter()
     model = load_model(run_dir, graph_dir)
     store = GraphStore(model.graph_dir)
+    _check_graph_fits(model, store)
     if mode == "auto":
         mode = "local" if store.num_items <= LOCAL_MAX_ITEMS else "ray"
     nb_dir = compute_neighbors(model, num_shards=num_shards, seed=seed)
@@ -175,6 +180,17 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
     seconds = time.perf_counter() - t0
     logger.info("embedded %d items (%s mode) in %.1fs -> %s", count, mode, seconds, out_dir)
     return EmbedResult(out_dir, count, model.encoder.embedding_dim, seconds, mode)
+
+
+def _check_graph_fits(model: LoadedModel, store: GraphStore) -> None:
+    """Refuse a graph the model was not trained on (another item count or feature width)."""
+    mc = model.meta["model_config"]
+    want = (int(mc.get("num_items", store.num_items)), int(mc.get("feature_dim", 0)))
+    if want != (store.num_items, store.feature_dim):
+        raise ValueError(
+            f"graph {store.uri!r} has {store.num_items} items and feature_dim "
+            f"{store.feature_dim}, but the model in {model.run_dir!r} was trained on "
+            f"{want[0]} items, feature_dim {want[1]}; pass the training graph (--graph-dir)")
 
 
 def _fresh_layers_dir(model: LoadedModel) -> str:
@@ -233,13 +249,47 @@ def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int,
 
 
 def load_embeddings(run_dir: str | os.PathLike) -> tuple[pa.Array, np.ndarray]:
-    """``(original item ids, float32 (N, D))`` from ``run_dir/embeddings``."""
+    """``(original item ids, float32 (N, D))`` from ``run_dir/embeddings``.
+
+    Checked before use: ``_manifest.json`` parses; every part it lists exists with the size
+    and sha256 recorded when ``embed`` wrote it (so a truncated or bit-flipped part is caught
+    even where it would still parse); the parts hold ``count`` rows of ``dim`` values.
+
+    Raises:
+        FileNotFoundError: no embeddings yet.
+        EmbeddingsError: naming the damaged file; re-running ``pinsage-ray embed`` fixes it.
+    """
     fs, path = _io.resolve(run_path(run_dir, "embeddings"))
-    if not _io.exists(fs, _io.join(path, "_manifest.json")):
+    manifest_path = _io.join(path, "_manifest.json")
+    if not _io.exists(fs, manifest_path):
         raise FileNotFoundError(f"{path}: no embeddings; run `pinsage-ray embed RUN_DIR` first")
-    manifest = _io.read_json(fs, _io.join(path, "_manifest.json"))
-    tables = [pq.read_table(_io.join(path, name), filesystem=fs) for name in sorted(manifest["files"])]
-    table = pa.concat_tables(tables)
-    col = table.column("embedding").combine_chunks()
-    emb = col.flatten().to_numpy().reshape(len(table), manifest["dim"]).astype(np.float32)
+    fix = f"re-run `pinsage-ray embed {run_dir}`"
+    try:
+        manifest = _io.read_json(fs, manifest_path)
+        files, count, dim = manifest["files"], int(manifest["count"]), int(manifest["dim"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise EmbeddingsError(f"{manifest_path}: unreadable ({type(err).__name__}: {err}); "
+                              f"{fix}") from None
+    tables = []
+    for name in sorted(files):
+        part = _io.join(path, name)
+        _io.verify_file(fs, part, files[name], fix, error=EmbeddingsError)
+        try:
+            tables.append(pq.read_table(part, filesystem=fs))
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise EmbeddingsError(f"{part}: not a readable Parquet file ({err}); {fix}") from None
+    table = pa.concat_tables(tables) if tables else None
+    if table is None or table.num_rows != count or not {"item", "embedding"} <= set(
+            table.column_names):
+        raise EmbeddingsError(f"{path}: parts hold {0 if table is None else table.num_rows} rows "
+                              f"(columns item, embedding expected), manifest says {count}; {fix}")
+    values = table.column("embedding").combine_chunks().flatten()
+    if len(values) != count * dim:
+        raise EmbeddingsError(f"{path}: {len(values)} values for {count} x {dim} embeddings; "
+                              f"{fix}")
+    emb = values.to_numpy(zero_copy_only=False).reshape(count, dim).astype(np.float32)
     return table.column("item").combine_chunks(), emb
+
+
+class EmbeddingsError(ValueError):
+    """``run_dir/embeddings`` is incomplete or corrupted; re-run ``pinsage-ray embed``."""
