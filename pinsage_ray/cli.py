@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -110,7 +111,8 @@ def _synthetic(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- inspect
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("graph_dir")
-    p.add_argument("--verify", action="store_true", help="recompute every file's sha256")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute every file's sha256 (done anyway for graphs up to 64 MiB)")
 
 
 @command("inspect", _inspect_args)
@@ -118,7 +120,8 @@ def _inspect(args: argparse.Namespace) -> int:
     """Print a graph directory's counts, stats and report."""
     from pinsage_ray.graph import GraphStore
 
-    print(json.dumps(_summary(GraphStore(args.graph_dir, verify=args.verify)), indent=2))
+    print(json.dumps(_summary(GraphStore(args.graph_dir, verify=args.verify or None)),
+                     indent=2))
     return 0
 
 
@@ -225,8 +228,15 @@ def train_config_from_args(args: argparse.Namespace):
 
     data = {}
     if args.config:
-        with open(args.config) as f:
-            data = json.load(f)
+        try:
+            with open(args.config) as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"--config {args.config!r}: cannot read a JSON object "
+                             f"({type(err).__name__}: {err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--config {args.config!r}: holds a JSON {type(data).__name__}; "
+                             "expected an object of TrainConfig fields, e.g. {\"lr\": 0.01}")
     skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t",
             "preset", "protocol", "data_dir", "workdir", "seeds", "baselines", "k", "json"}
     data.update({k: v for k, v in vars(args).items() if k not in skip and v is not None})
@@ -312,14 +322,19 @@ def _recommend(args: argparse.Namespace) -> int:
     """Related items for --item ids, or recommendations for --group-items."""
     from pinsage_ray.recommender import Recommender
 
+    if not args.item and not args.group_items:
+        raise ValueError("give --item ID (repeatable) or --group-items ID,ID,...")
     rec = Recommender.load(args.run_dir)
     typ = rec.ids.dtype
 
     def cast(v: str) -> object:
-        return int(v) if np.issubdtype(typ, np.integer) else v
+        if not np.issubdtype(typ, np.integer):
+            return v
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"item id {v!r}: this run's item ids are integers") from None
 
-    if not args.item and not args.group_items:
-        raise ValueError("give --item ID (repeatable) or --group-items ID,ID,...")
     for item in args.item or []:
         print(json.dumps({"item": cast(item), "similar": rec.similar_items(cast(item), args.k)}))
     if args.group_items:
@@ -353,6 +368,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pinsage_ray.evaluation.harness import BASELINES
     from pinsage_ray.evaluation.protocols import format_markdown_table
 
+    if any(k < 1 for k in args.k):
+        raise ValueError(f"-k {' '.join(map(str, args.k))}: cut-offs must be integers >= 1")
+    if args.json and (os.path.isdir(args.json)
+                      or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
+        raise ValueError(f"--json {args.json!r}: not a file path in an existing folder")
     names = (["popularity", "itemknn", "rp3beta"] if args.baselines == []
              else list(args.baselines or []))
     unknown = [n for n in names if n not in BASELINES]
@@ -426,8 +446,15 @@ def format_quickstart(report: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (the full usage is in --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pinsage-ray",
         description="PinSage on Ray: item graphs, random-walk neighbourhoods, training, "
                     "inference and related-item retrieval.")
@@ -450,9 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         code = args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, KeyError, OSError) as err:  # bad input, or a missing/bad file
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"pinsage-ray {args.command}: error: {msg}", file=sys.stderr)
+        text = " ".join(str(msg).split())  # one line, whatever the message held
+        print(f"pinsage-ray {args.command}: error: {text}", file=sys.stderr)
         return 2
     logger.info("%s finished in %.1fs", args.command, time.perf_counter() - t0)
     return code

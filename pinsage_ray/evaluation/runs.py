@@ -28,6 +28,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, ks: tuple[int, ...] = (10, 500),
     Returns:
         ``{model name: {"hit@k": ..., "mrr": ..., "paper_mrr": ...}}``.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
@@ -42,7 +43,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, ks: tuple[int, ...] = (10, 500),
     if not _io.exists(fs, path):
         raise FileNotFoundError(f"{path}: no held-out pairs (the run predates them, or "
                                 "val_fraction was 0)")
-    pairs = pq.read_table(path, filesystem=fs)
+    try:
+        pairs = pq.read_table(path, filesystem=fs, columns=["query", "positive"])
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({' '.join(str(err).split())[:200]}); it is "
+                         "corrupted: restore it, or retrain into a new run_dir") from None
     q = store.item_index(pairs.column("query").combine_chunks(), argument="val_pairs.query")
     t = store.item_index(pairs.column("positive").combine_chunks(),
                          argument="val_pairs.positive")

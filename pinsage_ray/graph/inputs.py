@@ -39,7 +39,12 @@ def read_table(path: str) -> pa.Table:
         names = [f.path for f in fs.get_file_info(_io.pafs.FileSelector(resolved))]
         if names and all(n.lower().endswith(".csv") for n in names):
             fmt = "csv"
-    return pads.dataset(resolved, filesystem=fs, format=fmt).to_table()
+    try:
+        return pads.dataset(resolved, filesystem=fs, format=fmt).to_table()
+    except (pa.ArrowException, OSError, ValueError) as err:  # damaged or not that format
+        text = " ".join(str(err).split())[:300]
+        raise InputError(f"input {path!r}: cannot be read as {fmt} ({text}); check the file "
+                         "is a complete, valid Parquet/CSV file") from None
 
 
 def _first(mask: pa.Array | np.ndarray) -> int:

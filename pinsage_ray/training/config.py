@@ -8,6 +8,7 @@ says how to fix a bad value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ class NeighborConfig:
 
     def __post_init__(self) -> None:
         _positive_int(self, "num_walks", "walk_length", "top_t")
-        if not 0.0 <= self.restart_prob < 1.0:
+        if not _finite(self.restart_prob) or not 0.0 <= self.restart_prob < 1.0:
             raise ValueError(f"NeighborConfig.restart_prob={self.restart_prob!r}; "
                              "expected a float in [0, 1)")
 
@@ -90,6 +91,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.neighbors, dict):
             self.neighbors = NeighborConfig(**self.neighbors)
+        if not isinstance(self.neighbors, NeighborConfig):
+            raise ValueError(f"TrainConfig.neighbors={self.neighbors!r}; expected an object "
+                             "of NeighborConfig fields, e.g. {'top_t': 10}")
         self.hard_band = tuple(self.hard_band)  # type: ignore[assignment]
         _positive_int(self, "hidden_dim", "embedding_dim", "num_layers", "num_epochs",
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
@@ -126,11 +130,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r}; expected [0, 0.5)")
         if len(self.hard_band) != 2:
             raise ValueError(f"TrainConfig.hard_band={self.hard_band!r}; expected (lo, hi)")
-        if isinstance(self.negative_weight, bool) or not self.negative_weight >= 0:
-            raise ValueError(f"TrainConfig.negative_weight={self.negative_weight!r}; must be >= 0")
+        for name in ("negative_weight", "weight_decay", "grad_clip"):
+            if not _finite(getattr(self, name)) or not getattr(self, name) >= 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected a "
+                                 "finite number >= 0")
         for name in ("lr", "margin", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; must be > 0")
+            if not _finite(getattr(self, name)) or not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected a "
+                                 "finite number > 0")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"TrainConfig.warmup_fraction={self.warmup_fraction!r}; "
                              "expected [0, 1)")
@@ -168,11 +175,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"TrainConfig.from_dict: expected a dict, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:  # a value of the wrong type (e.g. "lr": "fast" from JSON)
+            raise ValueError(f"TrainConfig: {err}; check the types of the fields given") from None
 
 
 #: The measured recipes behind :meth:`TrainConfig.preset` (docs/quality.md). Both learned
@@ -191,6 +203,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 #: What ``pinsage-ray train`` and ``pinsage_ray.train(..., config=None)`` use.
 DEFAULT_PRESET = "items"
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _positive_int(obj: object, *names: str) -> None:
