@@ -1,7 +1,9 @@
 """Reading and checking user input tables for ``prepare``.
 
-Every check names the file, the 0-based data row and the column, and says how to fix it, so a
-user with a 50M-row Parquet export can find the bad row without a debugger.
+Every check names the file, the row and the column, and says how to fix it, so a user with a
+50M-row Parquet export can find the bad row without a debugger: a CSV file's line number
+(header = line 1), a Parquet file's row number counted from 1, an in-memory table's row
+index (:mod:`pinsage_ray.graph.sources`); values are printed plainly (``inf``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pinsage_ray import _io
+from pinsage_ray.graph.sources import Source, plain
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +31,39 @@ def read_table(path: str) -> pa.Table:
     info = fs.get_file_info(resolved)
     if info.type == _io.pafs.FileType.NotFound:
         raise FileNotFoundError(f"input {path!r} does not exist")
-    fmt = "parquet"
-    if info.type == _io.pafs.FileType.File:
-        lower = resolved.lower()
-        if lower.endswith((".csv", ".csv.gz", ".tsv")):
-            fmt = "csv"
-        elif not lower.endswith((".parquet", ".pq")):
-            raise InputError(f"input {path!r}: unknown extension; use .parquet or .csv")
-    else:
-        names = [f.path for f in fs.get_file_info(_io.pafs.FileSelector(resolved))]
-        if names and all(n.lower().endswith(".csv") for n in names):
-            fmt = "csv"
+    fmt = _input_format(fs, resolved, info, path)
     try:
         return pads.dataset(resolved, filesystem=fs, format=fmt).to_table()
     except (pa.ArrowException, OSError, ValueError) as err:  # damaged or not that format
         text = " ".join(str(err).split())[:300]
         raise InputError(f"input {path!r}: cannot be read as {fmt} ({text}); check the file "
                          "is a complete, valid Parquet/CSV file") from None
+
+
+def _input_format(fs: _io.pafs.FileSystem, resolved: str, info: _io.pafs.FileInfo,
+                  path: str) -> str:
+    """'csv' or 'parquet', from the file's extension (a folder: csv if every file is)."""
+    if info.type == _io.pafs.FileType.File:
+        lower = resolved.lower()
+        if lower.endswith((".csv", ".csv.gz", ".tsv")):
+            return "csv"
+        if not lower.endswith((".parquet", ".pq")):
+            raise InputError(f"input {path!r}: unknown extension; use .parquet or .csv")
+        return "parquet"
+    names = [f.path for f in fs.get_file_info(_io.pafs.FileSelector(resolved))]
+    return "csv" if names and all(n.lower().endswith(".csv") for n in names) else "parquet"
+
+
+def read_input(path: str) -> tuple[pa.Table, Source]:
+    """:func:`read_table`, and the :class:`Source` that names its rows by line or row number."""
+    table = read_table(path)
+    fs, resolved = _io.resolve(path)
+    return table, Source(path, _input_format(fs, resolved, fs.get_file_info(resolved), path),
+                         fs, resolved)
+
+
+def _src(origin: str) -> Source:
+    return origin if isinstance(origin, Source) else Source(origin)
 
 
 def _first(mask: pa.Array | np.ndarray) -> int:
@@ -65,7 +84,7 @@ def validate_interactions(table: pa.Table, origin: str) -> None:
         column = table.column(col)
         if column.null_count:
             row = _first(pc.is_null(column).to_numpy(zero_copy_only=False))
-            raise InputError(f"{origin}: row {row}, column {col!r} is null; drop or fill it")
+            raise InputError(f"{_src(origin).at(row)}, column {col!r} is null; drop or fill it")
         typ = column.type
         if col in ("item", "group") and not (pa.types.is_integer(typ) or pa.types.is_string(typ)
                                              or pa.types.is_large_string(typ)):
@@ -79,7 +98,8 @@ def validate_interactions(table: pa.Table, origin: str) -> None:
         if bad.any():
             row = _first(bad)
             raise InputError(
-                f"{origin}: row {row}, column 'weight' = {w[row]!r}; weights must be finite and "
+                f"{_src(origin).at(row)}, column 'weight' = {plain(w[row])}; weights must be "
+                "finite and "
                 ">= 0 (0 drops the edge)"
             )
     if "timestamp" in table.column_names:
@@ -113,14 +133,15 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
                 "give either one list column or only numeric columns")
         col = table.column(list_cols[0]).combine_chunks()
         if col.null_count:
-            raise InputError(f"{origin}: row {_first(pc.is_null(col))}, column "
+            raise InputError(f"{_src(origin).at(_first(pc.is_null(col)))}, column "
                              f"{list_cols[0]!r} is null")
         lengths = pc.list_value_length(col).to_numpy()
         if len(lengths) and (lengths != lengths[0]).any():
             row = _first(lengths != lengths[0])
             raise InputError(
-                f"{origin}: row {row}, column {list_cols[0]!r} has {lengths[row]} values but row 0 "
-                f"has {lengths[0]}; every feature vector must have the same length")
+                f"{_src(origin).at(row)}, column {list_cols[0]!r} has {lengths[row]} values but "
+                f"{_src(origin).where(0)} has {lengths[0]}; every feature vector must have the "
+                "same length")
         dim = int(lengths[0]) if len(lengths) else 0
         values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32)
         mat = values.reshape(len(col), dim)
@@ -130,18 +151,18 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
             if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
                 raise InputError(f"{origin}: feature column {c!r} has type {t}; expected numbers")
             if table.column(c).null_count:
-                raise InputError(f"{origin}: row {_first(pc.is_null(table.column(c)))}, column "
+                raise InputError(f"{_src(origin).at(_first(pc.is_null(table.column(c))))}, column "
                                  f"{c!r} is null")
         mat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
                                for c in others])
     if not np.isfinite(mat).all():
         row = _first(~np.isfinite(mat).all(axis=1))
-        raise InputError(f"{origin}: row {row} has a NaN or infinite feature value")
+        raise InputError(f"{_src(origin).at(row)} has a NaN or infinite feature value")
     pos = _positions(table.column("item"), item_ids, origin, "features")
     if len(np.unique(pos)) != len(pos):
         _, first, counts = np.unique(pos, return_index=True, return_counts=True)
         row = int(np.sort(np.setdiff1d(np.arange(len(pos)), first))[0])
-        raise InputError(f"{origin}: row {row}: duplicate features for item "
+        raise InputError(f"{_src(origin).at(row)}: duplicate features for item "
                          f"{table.column('item')[row].as_py()!r}")
     if len(pos) != len(item_ids):
         absent = np.setdiff1d(np.arange(len(item_ids)), pos)
@@ -164,7 +185,7 @@ def feature_only_items(table: pa.Table, item_ids: pa.Array, origin: str) -> pa.A
     items = table.column("item").combine_chunks()
     if items.null_count:
         row = _first(pc.is_null(items).to_numpy(zero_copy_only=False))
-        raise InputError(f"{origin}: row {row}, column 'item' is null; drop or fill it")
+        raise InputError(f"{_src(origin).at(row)}, column 'item' is null; drop or fill it")
     items = _cast_ids(items, item_ids, origin, "features")
     unknown = pc.invert(pc.is_in(items, value_set=item_ids))
     return pc.unique(items.filter(unknown))
@@ -187,7 +208,7 @@ def _positions(items: pa.ChunkedArray, item_ids: pa.Array, origin: str, what: st
     if pos.null_count:
         row = _first(pc.is_null(pos).to_numpy(zero_copy_only=False))
         raise InputError(
-            f"{origin}: row {row}: {what} given for unknown item {items[row].as_py()!r} "
+            f"{_src(origin).at(row)}: {what} given for unknown item {items[row].as_py()!r} "
             "(neither in the interactions nor in the item features); drop it, or add its "
             "interactions or a feature row")
     return pos.to_numpy().astype(np.int64)

@@ -68,13 +68,14 @@ def prepare(
         feats = source.item_features
         labels, meta = source.item_labels, source.item_metadata
     else:
-        origin = os.fspath(source)
-        name, table = os.path.basename(origin.rstrip("/")), inputs.read_table(origin)
+        name = os.path.basename(os.fspath(source).rstrip("/"))
+        table, origin = inputs.read_input(os.fspath(source))  # names rows by line/row number
         feats, labels, meta = None, None, None
     if item_features is not None:
         feats_origin = "<table>" if isinstance(item_features, pa.Table) else os.fspath(item_features)
-        feats = item_features if isinstance(item_features, pa.Table) else inputs.read_table(
-            feats_origin)
+        feats = item_features
+        if not isinstance(item_features, pa.Table):
+            feats, feats_origin = inputs.read_input(feats_origin)
     else:
         feats_origin = f"{origin} (item_features)"
 
