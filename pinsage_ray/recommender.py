@@ -10,7 +10,9 @@ recall >= 0.95). :class:`Recommender` loads both and answers in *original* item 
   the group's own items excluded;
 * ``add_items(ids, features, groups)``: embeds items that were not in the graph (cold start)
   and makes them retrievable without retraining; an item with no groups yet (content without
-  engagement) is embedded from its features alone.
+  engagement) is embedded from its features alone. They live in memory until
+  ``save_added_items()`` writes them into the run (an embeddings part and the index, each
+  step atomic: :mod:`pinsage_ray.inference.added_items`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Recommender:
         self.ids = ids
         self.embeddings = embeddings
         self._position = {v: i for i, v in enumerate(ids.tolist())}
+        self._unsaved = 0  # items added since load (or the last save), the last rows
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None) -> Recommender:
@@ -171,7 +174,31 @@ class Recommender:
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype)])
         self.embeddings = np.concatenate([self.embeddings, emb])
         self._position.update({v: len(self._position) + i for i, v in enumerate(ids)})
+        self._unsaved += len(ids)
         return emb
+
+    def save_added_items(self) -> dict[str, Any]:
+        """Write the items added since :meth:`load` (or the last save) into the run.
+
+        Their embeddings become the run's next embeddings part (listed in
+        ``embeddings/_manifest.json`` with its checksum), then the index directory is
+        replaced; each step is atomic and a crash between them is repaired by
+        ``pinsage-ray index RUN_DIR`` (:mod:`pinsage_ray.inference.added_items`). A later
+        :meth:`load` finds the items. One writer per run at a time.
+
+        Returns:
+            ``{"saved": items written, "items": items in the run, "part": the new part}``
+            (``part`` None when there was nothing to save).
+        """
+        from pinsage_ray.inference.added_items import append_embeddings
+
+        n = self._unsaved
+        if n == 0:
+            return {"saved": 0, "items": len(self.ids), "part": None}
+        out = append_embeddings(self.run_dir, self.ids[-n:], self.embeddings[-n:])
+        self.index.save(run_path(self.run_dir, "index"))
+        self._unsaved = 0
+        return {"saved": n, "items": int(out["count"]), "part": out["part"]}
 
     def _query(self, vectors: np.ndarray, k: int,
                exclude: list[list[Any]]) -> list[list[tuple[Any, float]]]:
