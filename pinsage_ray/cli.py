@@ -238,7 +238,8 @@ def train_config_from_args(args: argparse.Namespace):
             raise ValueError(f"--config {args.config!r}: holds a JSON {type(data).__name__}; "
                              "expected an object of TrainConfig fields, e.g. {\"lr\": 0.01}")
     skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t",
-            "preset", "protocol", "data_dir", "workdir", "seeds", "baselines", "k", "json"}
+            "preset", "protocol", "data_dir", "workdir", "seeds", "baselines", "k", "json",
+            "log_handler"}
     data.update({k: v for k, v in vars(args).items() if k not in skip and v is not None})
     if getattr(args, "top_t", None) is not None:
         data.setdefault("neighbors", {})["top_t"] = args.top_t
@@ -248,12 +249,13 @@ def train_config_from_args(args: argparse.Namespace):
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train PinSage with Ray Train (checkpoints each epoch; rerun to resume)."""
+    from pinsage_ray.console import train_summary
     from pinsage_ray.training import train
 
+    t0 = time.perf_counter()
     result = train(args.graph_dir, train_config_from_args(args), args.run_dir,
-                   address=args.address)
-    print(json.dumps({"run_dir": result.run_dir, "model_dir": result.model_dir,
-                      "best": result.best}, indent=2))
+                   address=args.address, show_progress=True)
+    print(train_summary(result, time.perf_counter() - t0, args.log_handler))
     return 0
 
 
@@ -272,6 +274,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 @command("embed", _embed_args)
 def _embed(args: argparse.Namespace) -> int:
     """Embed every item layer by layer (writes RUN_DIR/embeddings)."""
+    from pinsage_ray.console import embed_summary
     from pinsage_ray.inference.pipeline import embed
 
     if args.address or args.mode == "ray" or args.num_shards:
@@ -281,7 +284,7 @@ def _embed(args: argparse.Namespace) -> int:
     res = embed(args.run_dir, graph_dir=args.graph_dir, mode=args.mode,
                 num_shards=args.num_shards, batch_size=args.batch_size,
                 num_actors=args.num_actors, show_progress=True)
-    print(json.dumps(vars(res), indent=2))
+    print(embed_summary(res, args.run_dir, args.log_handler))
     return 0
 
 
@@ -297,14 +300,15 @@ def _index_args(p: argparse.ArgumentParser) -> None:
 @command("index", _index_args)
 def _index(args: argparse.Namespace) -> int:
     """Build the HNSW index over RUN_DIR/embeddings (writes RUN_DIR/index)."""
+    from pinsage_ray.console import index_summary
     from pinsage_ray.index import HNSWConfig
+    from pinsage_ray.inference.model_io import run_path
     from pinsage_ray.recommender import build_index
 
     cfg = HNSWConfig(space=args.space, M=args.M, ef_construction=args.ef_construction,
                      ef=args.ef, target_recall=args.target_recall)
     index = build_index(args.run_dir, cfg, show_progress=True)
-    print(json.dumps({k: index.manifest.get(k) for k in
-                      ("count", "dim", "space", "ef", "recall_at_k", "build_seconds")}, indent=2))
+    print(index_summary(index, run_path(args.run_dir, "index"), args.run_dir, args.log_handler))
     return 0
 
 
@@ -416,12 +420,14 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
 @command("quickstart", _quickstart_args)
 def _quickstart(args: argparse.Namespace) -> int:
     """Run the pipeline on a built-in synthetic graph (no download)."""
+    from pinsage_ray.console import where_logs_are
     from pinsage_ray.quickstart import run_quickstart
 
     report = run_quickstart(args.workdir, num_items=args.items, num_groups=args.groups,
                             num_shards=args.num_shards, num_epochs=args.epochs,
-                            seed=args.seed)
+                            seed=args.seed, show_progress=True)
     print(format_quickstart(report))
+    print(f"logs: {where_logs_are(args.log_handler)}")
     return 0
 
 
@@ -459,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PinSage on Ray: item graphs, random-walk neighbourhoods, training, "
                     "inference and related-item retrieval.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging (-v info, -vv debug)")
+                        help="-v: also Ray's own output and INFO logs on the terminal (by "
+                        "default they go to RUN_DIR/logs/COMMAND.log); -vv: debug")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, fn) in COMMANDS.items():
         p = sub.add_parser(name, help=(fn.__doc__ or "").strip().split("\n")[0] or None)
@@ -469,21 +476,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pinsage_ray.console import log_target, reset_logging, setup_logging
+
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    if args.command == "quickstart":
-        level = min(level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the product's output on the terminal; logs (Ray's included) to RUN_DIR/logs/, see console
+    run_dir = args.run_dir if args.command in ("train", "embed", "index", "evaluate") else None
+    workdir = args.workdir if args.command in ("quickstart", "evaluate") else None
+    target = log_target(args.command, run_dir=run_dir, workdir=None if run_dir else workdir)
+    # argv None: a real command line process (not a test calling main), see console.py
+    args.log_handler = setup_logging(args.verbose, target,
+                                     argv=list(sys.argv[1:] if argv is None else argv),
+                                     divert_native=argv is None)
     t0 = time.perf_counter()
     try:
         code = args.func(args)
+        if args.log_handler is not None and code == 0:
+            args.log_handler.keep()  # a successful command leaves its log in the run
+        logger.info("%s finished in %.1fs", args.command, time.perf_counter() - t0)
+        return code
     except (ValueError, KeyError, OSError) as err:  # bad input, or a missing/bad file
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         text = " ".join(str(msg).split())  # one line, whatever the message held
         print(f"pinsage-ray {args.command}: error: {text}", file=sys.stderr)
         return 2
-    logger.info("%s finished in %.1fs", args.command, time.perf_counter() - t0)
-    return code
+    finally:
+        if argv is not None:  # called in a process that goes on (tests): undo the set-up
+            reset_logging()
 
 
 if __name__ == "__main__":  # pragma: no cover

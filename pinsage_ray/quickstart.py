@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,18 @@ logger = logging.getLogger(__name__)
 
 def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
                    num_groups: int = 4_000, num_shards: int = 2, num_epochs: int = 3,
-                   seed: int = 0) -> dict[str, Any]:
-    """Run the pipeline in ``workdir`` and return a summary dict."""
+                   seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
+    """Run the pipeline in ``workdir`` and return a summary dict.
+
+    ``show_progress``: print each step, progress bars and one line per epoch on stderr
+    (the steps are logged at INFO either way).
+    """
+
+    def step(message: str, *values: Any) -> None:
+        logger.info(message, *values)
+        if show_progress:
+            print(message % values, file=sys.stderr, flush=True)
+
     from pinsage_ray.data import SyntheticConfig, generate_synthetic
     from pinsage_ray.graph import GraphStore, prepare
     from pinsage_ray.inference.pipeline import embed
@@ -38,12 +49,12 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
     cfg = SyntheticConfig(num_items=num_items, num_groups=num_groups, num_communities=20,
                           feature_noise=0.5, timestamps=True, seed=seed)
     graph_dir, run_dir = workdir / "graph", workdir / "run"
-    logger.info("1/5 generating a planted graph: %d items, %d groups", num_items, num_groups)
+    step("1/5 generating a planted graph: %d items, %d groups", num_items, num_groups)
     store = prepare(generate_synthetic(cfg), graph_dir, overwrite=True)
     report["graph"] = {"items": store.num_items, "groups": store.num_groups,
                        "edges": store.num_edges}
 
-    logger.info("2/5 training %d epochs (Ray Train, %d walk shards)", num_epochs, num_shards)
+    step("2/5 training %d epochs (Ray Train, %d walk shards)", num_epochs, num_shards)
     init_ray()
     train_cfg = TrainConfig(num_epochs=num_epochs, batch_size=128, batches_per_epoch=40,
                             num_shared_negatives=200, max_hard_negatives=3, lr=3e-3,
@@ -53,19 +64,19 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
         import shutil
 
         shutil.rmtree(run_dir)  # the quickstart always starts from scratch
-    result = train(graph_dir, train_cfg, run_dir)
+    result = train(graph_dir, train_cfg, run_dir, show_progress=show_progress)
     report["training"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()
                            if k in ("epoch", "loss", "examples_per_s", "hard_negatives",
                                     "val_hit_at_10", "val_mrr")} for m in result.history]
 
-    logger.info("3/5 layer-wise embedding of all items")
-    emb = embed(run_dir, mode="auto", num_shards=0)
-    logger.info("4/5 building the HNSW index")
-    index = build_index(run_dir)
+    step("3/5 layer-wise embedding of all items")
+    emb = embed(run_dir, mode="auto", num_shards=0, show_progress=show_progress)
+    step("4/5 building the HNSW index")
+    index = build_index(run_dir, show_progress=show_progress)
     report["index"] = {"items": len(index), "ef": index.ef,
                        "recall_at_10": round(float(index.recall_at_k), 4)}
 
-    logger.info("5/5 evaluating and recommending")
+    step("5/5 evaluating and recommending")
     rec = Recommender.load(run_dir)
     labels = dict(zip(GraphStore(graph_dir).item_ids.to_pylist(),
                       np.asarray(GraphStore(graph_dir).labels()).tolist()))

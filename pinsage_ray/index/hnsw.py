@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import hnswlib
 import numpy as np
+from tqdm import tqdm  # not tqdm.auto: it warns at import in a notebook without ipywidgets
 
 from pinsage_ray.index import _hnsw_io as io
 from pinsage_ray.index._hnsw_io import IndexIntegrityError
@@ -229,10 +230,11 @@ class HNSWIndex:
         index.set_num_threads(config.num_threads)
         start = time.perf_counter()
         step = max(1000, n // 20) if show_progress else n
+        bar = tqdm(total=n, desc="HNSW index", unit="item", disable=not show_progress)
         for lo in range(0, n, step):
             index.add_items(x[lo : lo + step], np.arange(lo, min(lo + step, n)), config.num_threads)
-            if show_progress:
-                logger.info("HNSW build: inserted %d/%d vectors", min(lo + step, n), n)
+            bar.update(min(lo + step, n) - lo)
+        bar.close()
         manifest: dict[str, Any] = {
             "format_version": io.FORMAT_VERSION, "dim": d, "count": n, "space": config.space,
             "M": int(config.M), "ef_construction": int(config.ef_construction), "seed": int(config.seed),

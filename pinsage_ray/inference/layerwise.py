@@ -80,8 +80,10 @@ def conv_layer_rows(encoder: PinSageEncoder, k: int, h_self: np.ndarray, n_neigh
     conv = encoder.convs[k]
     with torch.no_grad():
         mask = torch.as_tensor(nb_ids >= 0)
+        # np.array copies: rows fetched from Ray's object store are read-only, which torch
+        # only warns about (it cannot protect them), so give it a private, writable copy
         agg = conv.pool(torch.as_tensor(n_neighbors),
-                        torch.as_tensor(np.asarray(nb_weights, np.float32)), mask)
+                        torch.as_tensor(np.array(nb_weights, np.float32)), mask)
         return conv.combine(torch.as_tensor(h_self), agg).numpy()
 
 
@@ -114,7 +116,7 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
     Returns:
         float32 (N, embedding_dim).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: it warns in a notebook without ipywidgets
 
     encoder.eval()
     n = len(degree)

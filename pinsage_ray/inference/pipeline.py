@@ -165,7 +165,7 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
         table = _embed_local(model, store, nb_dir, show_progress)
         tables = [table]
     else:
-        tables = _embed_ray(model, store, batch_size, num_actors)
+        tables = _embed_ray(model, store, batch_size, num_actors, show_progress)
     with _io.atomic_directory(out_dir, overwrite=True) as tmp:
         fs, _ = _io.resolve(out_dir)
         files = {}
@@ -219,16 +219,21 @@ def _embed_local(model: LoadedModel, store: GraphStore, nb_dir: str,
 
 
 def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int,
-               num_actors: int) -> list[pa.Table]:
+               num_actors: int, show_progress: bool = False) -> list[pa.Table]:
     import ray
     import ray.data
+    from tqdm import tqdm
 
-    from pinsage_ray.ray_utils import init_ray
+    from pinsage_ray.ray_utils import init_ray, ray_console_on
 
     init_ray()
+    if not ray_console_on():  # Ray Data's bars name its operators: show one bar per pass
+        ray.data.DataContext.get_current().enable_progress_bars = False
     _fresh_layers_dir(model)
     out: list[pa.Table] = []
-    for layer in range(model.encoder.num_layers + 1):
+    passes = tqdm(range(model.encoder.num_layers + 1), desc="embed (Ray Data passes)",
+                  unit="layer", disable=not show_progress or ray_console_on())
+    for layer in passes:
         ds = ray.data.range(store.num_items).map_batches(
             _LayerPass, fn_constructor_kwargs={"run_dir": model.run_dir,
                                                "graph_dir": model.graph_dir, "layer": layer},

@@ -12,12 +12,18 @@ whatever its batch size, all submitted before the single ``ray.get``.
 Shard methods are pure functions of their inputs and of the graph the actor loaded in its
 constructor, so a crashed actor restarts (``max_restarts``), reloads its rows, and Ray retries
 the interrupted call (``max_task_retries``) with the same answer.
+
+A :class:`ShardedGraph` pickles by its actors' *names* (unique per service) and looks them up
+when unpickled, so it can be a constructor argument of a restartable actor (the batch
+producers): Ray cannot keep handles or object references in such arguments alive for a
+restart and prints an error line on the driver's terminal when it sees one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import numpy as np
@@ -110,8 +116,10 @@ class ShardedGraph(WalkService):
         actor_cls = ray.remote(ShardServer)
         options = dict(num_cpus=num_cpus, max_restarts=max_restarts,
                        max_task_retries=max_restarts, resources=resources or {})
-        self.actors = [actor_cls.options(**options).remote(self.graph_dir, self.book, s)
-                       for s in range(self.book.num_shards)]
+        token = uuid.uuid4().hex[:12]
+        self.names = [f"pinsage-shard-{token}-{s}" for s in range(self.book.num_shards)]
+        self.actors = [actor_cls.options(name=name, **options).remote(self.graph_dir, self.book, s)
+                       for s, name in enumerate(self.names)]
         self.shard_info = ray.get([a.info.remote() for a in self.actors], timeout=timeout_s)
         logger.info("started %d walk shards over %s", num_shards, self.graph_dir)
 
@@ -154,7 +162,14 @@ class ShardedGraph(WalkService):
         """Kill the shard actors (the service cannot be used afterwards)."""
         for a in self.actors:
             ray.kill(a, no_restart=True)
-        self.actors = []
+        self.actors, self.names = [], []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "actors": None}  # by name: see the module docstring
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.actors = [ray.get_actor(name) for name in self.names] if self.names else []
 
     def __enter__(self) -> ShardedGraph:
         return self

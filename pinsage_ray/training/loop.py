@@ -120,6 +120,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     from pinsage_ray.inference.layerwise import embed_all
     from pinsage_ray.training.producer import batch_stream
+    from pinsage_ray.training.progress import LoopProgress
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -145,6 +146,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             logger.info("resumed from epoch %d", state["epoch"])
     producers = loop_config["producers"][rank]
+    progress = LoopProgress(loop_config.get("progress"), n_batches, rank)  # driver's bar
     eval_data = ray.get(loop_config["eval_ref"]) if rank == 0 else None
     item_ids = ray.get(loop_config["item_ids_ref"]) if rank == 0 else b""
 
@@ -172,6 +174,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             sched.step()
             losses.append(float(loss.detach()))
             examples += batch.num_examples
+            progress.batch(epoch, len(losses))
             if len(losses) % 20 == 1:
                 with torch.no_grad():
                     stats.append(margin_stats(query_vectors(emb, batch), emb[batch.positive],
@@ -200,6 +203,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                             cfg.eval_k))
                     metrics["eval_seconds"] = time.perf_counter() - t1
                 history.append(metrics)
+                progress.epoch(metrics)
                 # tensors to state.pt, the rest to state.json (checkpoint.py: no pickle)
                 save_checkpoint(tmp, {"model": encoder.state_dict(),
                                       "optimizer": opt.state_dict(),

@@ -109,6 +109,48 @@ class BatchProducer:
             restart_prob=nc.restart_prob, top_t=nc.top_t, seed=seed)
 
 
+def save_pairs(pairs: PairSplit, uri: str) -> str:
+    """Write ``pairs`` to ``uri`` (a ``.npz`` on the run's storage); returns ``uri``."""
+    import io
+
+    from pinsage_ray import _io
+
+    buf = io.BytesIO()
+    np.savez(buf, train_q=pairs.train_q, train_p=pairs.train_p, val_q=pairs.val_q,
+             val_p=pairs.val_p, source=np.array(pairs.source))
+    fs, path = _io.resolve(uri)
+    _io.write_bytes(fs, path, buf.getvalue())
+    return uri
+
+
+def load_pairs(uri: str) -> PairSplit:
+    """The :class:`PairSplit` written by :func:`save_pairs`."""
+    import io
+
+    from pinsage_ray import _io
+
+    fs, path = _io.resolve(uri)
+    with fs.open_input_file(path) as f, np.load(io.BytesIO(f.read()),
+                                                allow_pickle=False) as z:
+        return PairSplit(z["train_q"], z["train_p"], z["val_q"], z["val_p"], str(z["source"]))
+
+
+class RemoteBatchProducer(BatchProducer):
+    """The :class:`BatchProducer` that runs as a restartable Ray actor: it reads its pairs.
+
+    ``pairs_uri`` is a file from :func:`save_pairs` on the run's storage. Constructor
+    arguments must hold no object reference (not even nested in a list): Ray cannot keep
+    those alive for a restart and says so with an error line on the driver's terminal for
+    every actor with ``max_restarts > 0`` (ray-project/ray#53727). A path survives any
+    restart.
+    """
+
+    def __init__(self, graph_dir: str | os.PathLike, config: TrainConfig | dict,
+                 pairs_uri: str, rank: int = 0, world: int = 1,
+                 walker: WalkService | None = None) -> None:
+        super().__init__(graph_dir, config, load_pairs(pairs_uri), rank, world, walker)
+
+
 def batch_stream(producers: Sequence[Any], epoch: int, start: int, stop: int,
                  prefetch: int) -> Iterator[TrainBatch]:
     """Yield batches ``start..stop-1`` of ``epoch`` from producer actors, ``prefetch`` ahead.

@@ -35,7 +35,7 @@ from pinsage_ray.training.checkpoint import check_resumable, load_checkpoint, wr
 from pinsage_ray.training.config import DEFAULT_PRESET, TrainConfig
 from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import pairs_for
-from pinsage_ray.training.producer import BatchProducer, batches_per_epoch
+from pinsage_ray.training.producer import RemoteBatchProducer, batches_per_epoch, save_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
 
 
 def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
-          *, address: str | None = None, num_cpus: int | None = None) -> TrainResult:
+          *, address: str | None = None, num_cpus: int | None = None,
+          show_progress: bool = False) -> TrainResult:
     """Train PinSage on a graph directory with Ray Train.
 
     Args:
@@ -85,17 +86,19 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             with the same directory resumes from its last checkpoint.
         address: Ray address (default: a new local instance, or ``RAY_ADDRESS``).
         num_cpus: CPUs of a new local Ray instance.
+        show_progress: draw a bar per epoch and print one line of metrics per epoch on
+            stderr (:mod:`pinsage_ray.training.progress`); the lines are logged either way.
 
     Returns:
         A :class:`TrainResult`.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from pinsage_ray.ray_utils import init_ray
+    from pinsage_ray.ray_utils import init_ray, torch_trainer_class
     from pinsage_ray.sampling.local import LocalWalker
     from pinsage_ray.training.loop import train_loop
+    from pinsage_ray.training.progress import watch_progress
 
     cfg = config or TrainConfig.preset(DEFAULT_PRESET)
     store = GraphStore(graph_dir)
@@ -125,11 +128,11 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
         groups = (GroupExamples(store, cfg.val_fraction, cfg.seed) if cfg.group_queries > 0
                   else None)
         _save_val_pairs(store, pairs, fs, run_path)
-        pairs_ref = ray.put(pairs)
-        producer_cls = ray.remote(BatchProducer).options(num_cpus=0, max_restarts=2,
-                                                         max_task_retries=2)
+        pairs_uri = save_pairs(pairs, _io.join(run_uri, "train_pairs.npz"))  # producers read it
+        producer_cls = ray.remote(RemoteBatchProducer).options(num_cpus=0, max_restarts=2,
+                                                               max_task_retries=2)
         workers = max(cfg.num_workers, 1)
-        producers = [[producer_cls.remote(graph_uri, cfg.to_dict(), pairs_ref, r, workers,
+        producers = [[producer_cls.remote(graph_uri, cfg.to_dict(), pairs_uri, r, workers,
                                           sharded) for _ in range(cfg.num_producers)]
                      for r in range(workers)]
         eval_ref = _eval_data(store, cfg, pairs, groups, producers[0][0])
@@ -142,14 +145,17 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             # bench_train measured 2 threads on 2 shared cores running several times slower.
             "threads": 1,
         }
-        trainer = TorchTrainer(
-            train_loop, train_loop_config=loop_config,
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
-            run_config=RunConfig(
-                name="train", storage_path=run_uri,
-                failure_config=FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=None)))
-        result = trainer.fit()
+        # rank 0 sends its progress to the driver's console (None: no progress shown)
+        with watch_progress(cfg.num_epochs, loop_config["num_batches"],
+                            show=show_progress) as loop_config["progress"]:
+            trainer = torch_trainer_class()(
+                train_loop, train_loop_config=loop_config,
+                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+                run_config=RunConfig(
+                    name="train", storage_path=run_uri,
+                    failure_config=FailureConfig(max_failures=cfg.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=None)))
+            result = trainer.fit()
     finally:
         if sharded is not None:
             sharded.shutdown()
