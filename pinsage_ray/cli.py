@@ -188,9 +188,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                       ("num_shared_negatives", int), ("max_hard_negatives", int),
                       ("max_failures", int), ("sequence_window", int), ("seed", int),
                       ("group_queries", float), ("group_query_size", int),
-                      ("id_dropout", float)]:
+                      ("id_dropout", float), ("id_weight", float)]:
+        dv = getattr(d, name)
+        dv = "auto (0.5 with ordered pairs, else 1)" if dv is None else dv
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
-                       help=f"default {getattr(d, name)} in the '{DEFAULT_PRESET}' preset")
+                       help=f"default {dv} in the '{DEFAULT_PRESET}' preset")
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
@@ -206,7 +208,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                       ("use_id_embedding", "learnable id vectors (default: only without "
                                            "features)"),
                       ("id_skip", "add id vectors to the output (default: whenever ids are "
-                                  "learned)")]:
+                                  "learned)"),
+                      ("balanced_skip", "normalise the id term and the convolution output "
+                                        "apart before adding them (on in 'items')")]:
         p.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction,
                        default=None, help=why)
     p.add_argument("--use-gpu", action="store_true", default=None)
@@ -348,6 +352,33 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run with embeddings and an index (embed, index)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--num-replicas", type=int, default=1,
+                   help="replicas, each holding the index (default 1)")
+    p.add_argument("--ef", type=int, default=None, help="HNSW search ef (default: the index's)")
+    p.add_argument("--address", help="Ray address (default: a new local instance)")
+
+
+@command("serve", _serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    """Serve RUN_DIR's related items and recommendations over HTTP (Ray Serve) until Ctrl-C."""
+    from pinsage_ray.console import where_logs_are
+    from pinsage_ray.serve.app import serve_summary, start, wait_until_stopped
+
+    url = start(args.run_dir, host=args.host, port=args.port, num_replicas=args.num_replicas,
+                ef=args.ef, address=args.address)
+    print(serve_summary(url, args.run_dir, args.num_replicas, where_logs_are(args.log_handler)),
+          flush=True)
+    wait_until_stopped()
+    print("stopped", flush=True)
+    return 0
+
+
 # --------------------------------------------------------------------------- evaluate
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", nargs="?", help="a trained run: protocol P3 on its held-out pairs")
@@ -480,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     # the product's output on the terminal; logs (Ray's included) to RUN_DIR/logs/, see console
-    run_dir = args.run_dir if args.command in ("train", "embed", "index", "evaluate") else None
+    run_dir = (args.run_dir if args.command in ("train", "embed", "index", "evaluate", "serve")
+               else None)
     workdir = args.workdir if args.command in ("quickstart", "evaluate") else None
     target = log_target(args.command, run_dir=run_dir, workdir=None if run_dir else workdir)
     # argv None: a real command line process (not a test calling main), see console.py

@@ -59,7 +59,8 @@ def test_train_config_from_flags(tmp_path):
     assert (cfg.id_skip, cfg.use_id_embedding, cfg.symmetric_pairs, cfg.sequence_window,
             cfg.pair_weighting) == (False, True, True, 3, "distinct")
     # no --preset: the default preset's recipe, not the paper's
-    assert (cfg.loss, cfg.negative_sampling, cfg.group_queries) == ("softmax", "uniform", 0.5)
+    assert (cfg.loss, cfg.negative_sampling, cfg.group_queries) == ("softmax", "uniform", None)
+    assert (cfg.balanced_skip, cfg.id_weight) == (True, 0.7)
     args = build_parser().parse_args(["train", "g", "r", "--preset", "paper", "--loss",
                                       "softmax", "--temperature", "0.1"])
     cfg = train_config_from_args(args)
@@ -77,7 +78,12 @@ def test_presets():
 
     assert TrainConfig.preset("paper") == TrainConfig()
     items = TrainConfig.preset("items", neighbors={"top_t": 5}, seed=3)
-    assert (items.group_queries, items.seed, items.neighbors.top_t) == (0.5, 3, 5)
+    assert (items.group_queries, items.seed, items.neighbors.top_t) == (None, 3, 5)
+    # auto group share: half item pairs when they are ordered (sequence) pairs, else none
+    assert items.resolved(has_timestamps=True).group_queries == 0.5
+    assert items.resolved(has_timestamps=False).group_queries == 1.0
+    assert TrainConfig.preset("items", positives="walks").resolved(True).group_queries == 1.0
+    assert TrainConfig.preset("items", group_queries=0.3).resolved(False).group_queries == 0.3
     assert TrainConfig.preset("groups").group_queries == 1.0
     assert set(PRESETS) == {"items", "groups", "paper"}
     with pytest.raises(ValueError, match="preset='nope'"):

@@ -11,8 +11,8 @@ widths match). Without it an id vector reaches the embedding only through K + 2 
 each followed by a normalisation, and trains far worse than a free embedding (docs/quality.md
 measures it); DGL's PinSAGE example has a similar shortcut. With ``balanced_skip`` the two
 terms are each L2-normalised before they are added, ``z_u = n(G2 ReLU(G1 h_u^(K) + g)) +
-n(S E[id_u])``: the cosine of two items is then about the mean of their convolution cosine
-(features and neighbours) and their id cosine, so the id vectors add what co-occurrence says
+w n(S E[id_u])`` (``w = id_weight``): the cosine of two items is then about a weighted mean of
+their convolution cosine (features and neighbours) and their id cosine, so the id vectors add what co-occurrence says
 without drowning what the features say (a free id term grows until it does: the planted
 fine/coarse oracle in docs/quality.md measures both). An id-less item keeps only the first term. Features and degrees still reach
 the output only through the convolutions, and an item without a trained id (cold start) gets
@@ -65,6 +65,8 @@ class ModelConfig:
         balanced_skip: normalise the convolution output and the id term separately before
             adding them, so neither can drown the other (see the module docstring); needs
             ``id_skip``.
+        id_weight: with ``balanced_skip``, the weight of the normalised id term against the
+            normalised convolution output (1 = equal say).
     """
 
     num_items: int
@@ -77,6 +79,7 @@ class ModelConfig:
     dropout: float = 0.0
     id_skip: bool = False
     balanced_skip: bool = False
+    id_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check_int("num_items", self.num_items, 1, "Pass the number of distinct items.")
@@ -105,6 +108,11 @@ class ModelConfig:
         if self.balanced_skip and not self.id_skip:
             raise ValueError("ModelConfig.balanced_skip = True needs id_skip = True (it balances "
                              "the id term against the convolution output).")
+        if isinstance(self.id_weight, bool) or not isinstance(self.id_weight, (int, float)) \
+                or not 0.0 < float(self.id_weight) < float("inf"):
+            raise ValueError(f"ModelConfig.id_weight = {self.id_weight!r}; expected a finite "
+                             "float > 0 (1 = the id term as strong as the convolution output).")
+        self.id_weight = float(self.id_weight)
         if self.use_id_embedding is None:
             self.use_id_embedding = self.feature_dim == 0
         elif not isinstance(self.use_id_embedding, bool):
@@ -247,7 +255,8 @@ class PinSageEncoder(nn.Module):
                                  f"expected ({h.shape[0]},), one id per row of h.")
             ids = self.skip_proj(self.input_proj.id_vectors(node_ids))
             if self.config.balanced_skip:
-                z = F.normalize(z, dim=-1, eps=1e-12) + F.normalize(ids, dim=-1, eps=1e-12)
+                z = (F.normalize(z, dim=-1, eps=1e-12)
+                     + self.config.id_weight * F.normalize(ids, dim=-1, eps=1e-12))
             else:
                 z = z + ids
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)

@@ -45,6 +45,8 @@ class TrainConfig:
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
     use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
     id_skip: bool | None = None    # add id vectors to the output (not in the paper); None = iff ids
+    balanced_skip: bool = False    # normalise conv output and id term apart, then add
+    id_weight: float = 1.0         # balanced_skip: weight of the id term (1 = equal say)
     neighbors: NeighborConfig = field(default_factory=NeighborConfig)
     # data
     positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present
@@ -53,7 +55,7 @@ class TrainConfig:
     symmetric_pairs: bool = False  # also train every positive pair in the other direction
     pair_weighting: str = "count"  # 'count': frequent pairs sampled more; 'distinct': once each
     pairs_per_item: int = 4        # 'walks' positives drawn per item per epoch pool
-    group_queries: float = 0.0     # share of each batch that is group-context examples
+    group_queries: float | None = 0.0  # share of group-context examples; None = auto (below)
     group_query_size: int = 10     # group-context query sets: at most this many items
     val_fraction: float = 0.05     # held-out pairs for per-epoch hit@10 / MRR
     max_val_pairs: int = 2000      # cap on evaluated pairs (evaluation cost)
@@ -103,7 +105,7 @@ class TrainConfig:
                           "num_shards", "prefetch", "max_failures", "seed")
         if self.id_skip is not None and not isinstance(self.id_skip, bool):
             raise ValueError(f"TrainConfig.id_skip={self.id_skip!r}; use True, False or None")
-        for name in ("curriculum", "symmetric_pairs"):
+        for name in ("curriculum", "symmetric_pairs", "balanced_skip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; use True or False")
         if self.pair_weighting not in PAIR_WEIGHTING:
@@ -120,6 +122,8 @@ class TrainConfig:
                              f"use one of {NEGATIVE_SAMPLING}")
         for name in ("group_queries", "id_dropout"):
             v = getattr(self, name)
+            if v is None and name == "group_queries":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"TrainConfig.{name}={v!r}; expected a float in [0, 1]")
             setattr(self, name, float(v))
@@ -134,7 +138,7 @@ class TrainConfig:
             if not _finite(getattr(self, name)) or not getattr(self, name) >= 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected a "
                                  "finite number >= 0")
-        for name in ("lr", "margin", "temperature"):
+        for name in ("lr", "margin", "temperature", "id_weight"):
             if not _finite(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected a "
                                  "finite number > 0")
@@ -161,6 +165,22 @@ class TrainConfig:
         if isinstance(overrides.get("neighbors"), dict):
             data["neighbors"] = {**PRESETS[name].get("neighbors", {}), **overrides["neighbors"]}
         return cls.from_dict(data)
+
+    def resolved(self, has_timestamps: bool) -> TrainConfig:
+        """This config with ``group_queries=None`` (auto) made concrete for a graph.
+
+        Auto is :data:`AUTO_GROUP_SHARE_ORDERED` (half the batch item pairs) when the item
+        pairs are sequence pairs (``positives="sequence"``, or ``"auto"`` on a graph with
+        timestamps): they carry the order of a group's items, which a pooled set loses.
+        Otherwise the pairs are two items of one group, a noisier special case of a
+        group-context example (a query set of one), and every example is group context
+        (docs/quality.md measures both cases).
+        """
+        if self.group_queries is not None:
+            return self
+        ordered = self.positives == "sequence" or (self.positives == "auto" and has_timestamps)
+        return dataclasses.replace(
+            self, group_queries=AUTO_GROUP_SHARE_ORDERED if ordered else 1.0)
 
     def hard_negatives_at(self, epoch: int) -> int:
         """Hard negatives per query in ``epoch`` (1-based): the curriculum, or the cap."""
@@ -197,10 +217,12 @@ _LEARNED: dict[str, Any] = dict(
     negative_sampling="uniform", max_hard_negatives=0, batch_size=1024, lr=1e-2,
     num_epochs=5, batches_per_epoch=0)
 PRESETS: dict[str, dict[str, Any]] = {
-    "items": {**_LEARNED, "group_queries": 0.5},
+    "items": {**_LEARNED, "group_queries": None, "balanced_skip": True, "id_weight": 0.7},
     "groups": {**_LEARNED, "group_queries": 1.0},
     "paper": {},
 }
+#: ``group_queries=None`` on a graph whose pairs are ordered (sequence) pairs.
+AUTO_GROUP_SHARE_ORDERED = 0.5
 #: What ``pinsage-ray train`` and ``pinsage_ray.train(..., config=None)`` use.
 DEFAULT_PRESET = "items"
 

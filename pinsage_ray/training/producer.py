@@ -58,8 +58,9 @@ class BatchProducer:
                  walker: WalkService | None = None) -> None:
         from pinsage_ray.sampling.local import LocalWalker
 
-        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         store = GraphStore(graph_dir)
+        self.config = config.resolved(store.has_timestamps)
         self.walker = walker if walker is not None else LocalWalker(graph_dir)
         feats = store.features()
         self.builder = BatchBuilder(self.walker, None if feats is None else np.asarray(feats),

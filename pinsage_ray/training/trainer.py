@@ -70,7 +70,9 @@ def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
                      num_layers=cfg.num_layers, pooling=cfg.pooling,
                      use_id_embedding=cfg.use_id_embedding)
     id_skip = mc.use_id_embedding if cfg.id_skip is None else cfg.id_skip
-    return dataclasses.replace(mc, id_skip=bool(id_skip))
+    return dataclasses.replace(mc, id_skip=bool(id_skip),
+                               balanced_skip=cfg.balanced_skip and bool(id_skip),
+                               id_weight=cfg.id_weight)
 
 
 def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
@@ -100,8 +102,8 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     from pinsage_ray.training.loop import train_loop
     from pinsage_ray.training.progress import watch_progress
 
-    cfg = config or TrainConfig.preset(DEFAULT_PRESET)
     store = GraphStore(graph_dir)
+    cfg = (config or TrainConfig.preset(DEFAULT_PRESET)).resolved(store.has_timestamps)
     graph_uri = os.fspath(graph_dir) if "://" in os.fspath(graph_dir) else os.path.abspath(graph_dir)
     run_uri = os.fspath(run_dir) if "://" in os.fspath(run_dir) else os.path.abspath(run_dir)
     fs, run_path = _io.resolve(run_uri)

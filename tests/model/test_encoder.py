@@ -165,6 +165,20 @@ def test_balanced_skip_hand_computed():
         before = enc.output_layer(h, ids)
         enc.input_proj.id_embedding.weight.mul_(50.0)
     assert torch.allclose(enc.output_layer(h, ids), before, atol=1e-5)
+    # id_weight scales the normalised id term against the normalised conv output.
+    half = _encoder(2, use_id_embedding=True, id_skip=True, balanced_skip=True, id_weight=0.5)
+    conv = torch.nn.functional.normalize(
+        torch.relu(h @ half.output_hidden.weight.T + half.output_hidden.bias)
+        @ half.output_proj.weight.T, dim=-1)
+    e = torch.nn.functional.normalize(
+        half.input_proj.id_embedding.weight[ids.clamp(min=0)] @ half.skip_proj.weight.T, dim=-1)
+    e[3] = 0.0
+    z = conv + 0.5 * e
+    assert torch.allclose(half.output_layer(h, ids), z / z.norm(dim=-1, keepdim=True), atol=1e-6)
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="id_weight"):
+            ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, use_id_embedding=True,
+                        id_skip=True, balanced_skip=True, id_weight=bad)
     with pytest.raises(ValueError, match="balanced_skip = True needs id_skip"):
         ModelConfig(num_items=NUM_ITEMS, feature_dim=FEAT, use_id_embedding=True,
                     balanced_skip=True)
