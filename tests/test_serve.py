@@ -280,32 +280,37 @@ def test_cli_serves_quietly_and_stops_on_ctrl_c(runs, tmp_path):
                              "--port", str(port)], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
-    reader.start()
+    errors: list[str] = []
+    readers = [threading.Thread(target=lambda f=f, out=out: out.extend(iter(f.readline, "")))
+               for f, out in ((proc.stdout, lines), (proc.stderr, errors))]
+    for r in readers:
+        r.start()
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
         while not any(line.startswith("serving") for line in lines):
-            assert proc.poll() is None, proc.stderr.read()
+            assert proc.poll() is None, "".join(errors)[-3000:]
             assert time.monotonic() < deadline, "no 'serving' line in 240 s"
             time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}"
         status, health, _ = call(url, "/health")
         assert status == 200 and health["run_dir"] == runs["b"]
         assert call(url, "/related", {"item": 10**9})[0] == 404
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            _, stderr = proc.communicate(timeout=120)
+            proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, stderr = proc.communicate()
-        reader.join(timeout=10)
-    out = "".join(lines)
+            proc.wait()
+        for r in readers:
+            r.join(timeout=10)
+    out, stderr = "".join(lines), "".join(errors)
     assert proc.returncode == 0, stderr[-3000:]
-    assert f"{url}/health" in out and "stopped" in out, out
+    assert f"{url}/health" in out and out.rstrip().endswith("stopped"), out
     assert f"{runs['b']}/logs/serve.log" in out, out
-    screen = [p.strip() for line in stderr.splitlines() for p in line.split("\r") if p.strip()]
+    screen = [p.strip() for line in (stderr + out).splitlines() for p in line.split("\r")
+              if p.strip()]
     bad = [line for line in screen if RAY_INTERNAL.search(line)]
-    assert not bad, "Ray-internal lines on stderr:\n" + "\n".join(bad[:20])
+    assert not bad, "Ray-internal lines on the terminal:\n" + "\n".join(bad[:20])
     log = open(os.path.join(runs["b"], "logs", "serve.log")).read()
     assert "Started a local Ray instance" in log or "Started Serve" in log, log[-2000:]

@@ -193,8 +193,8 @@ def _last_error_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
-def wait_until_stopped() -> None:
-    """Block until Ctrl-C or SIGTERM, then shut Serve down (``pinsage-ray serve``)."""
+def wait_until_stopped(name: str = DEFAULT_APP_NAME) -> None:
+    """Block until Ctrl-C or SIGTERM, then :func:`stop` (``pinsage-ray serve``)."""
     import signal
     import time
 
@@ -209,10 +209,32 @@ def wait_until_stopped() -> None:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        try:
-            serve.shutdown()
-        except KeyboardInterrupt:  # a second Ctrl-C: skip the graceful stop, Ray exits anyway
-            pass
+        stop(name)
+
+
+def stop(name: str = DEFAULT_APP_NAME) -> None:
+    """Delete the application, shut Serve down if no other application is left, leave Ray.
+
+    What Ray prints meanwhile (the Serve controller's shutdown reaches the driver as a
+    ``(raylet)`` line on stdout, whatever ``log_to_driver``) goes to this module's log.
+    """
+    import contextlib
+    import io
+
+    import ray
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            serve.delete(name)
+            if not serve.status().applications:
+                serve.shutdown()
+            ray.shutdown()  # stops the thread that prints Ray's error messages
+    except KeyboardInterrupt:  # a second Ctrl-C: skip the rest, Ray exits with the process
+        pass
+    finally:
+        if printed.getvalue().strip():
+            logger.info("Ray, while stopping: %s", printed.getvalue().strip())
 
 
 def serve_summary(url: str, run_dir: str | os.PathLike, num_replicas: int, logs: str) -> str:
