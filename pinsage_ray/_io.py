@@ -71,6 +71,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     except BaseException:
         fs.delete_dir(tmp)
         raise
+    if not isinstance(fs, pafs.LocalFileSystem):  # object stores cannot rename a directory
+        publish_by_copy(fs, tmp, final)
+        return
     old = None
     if exists(fs, final):
         old = f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:8]}"
@@ -78,6 +81,32 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     fs.move(tmp, final)
     if old is not None:
         fs.delete_dir(old)
+
+
+def _is_manifest(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].endswith("manifest.json")
+
+
+def publish_by_copy(fs: pafs.FileSystem, tmp: str, final: str) -> None:
+    """Replace directory ``final`` by ``tmp`` where directories cannot be renamed (S3, GCS).
+
+    Not atomic as a whole, but readers never see a mix: every artefact is read through its
+    manifest (``manifest.json`` / ``_manifest.json``), which is deleted first from the old
+    directory and copied last into the new one, so the manifest is the commit point. A crash
+    in between leaves a directory without a manifest (reported as missing, rewritten by the
+    next run), never a manifest over files it does not describe. ``tmp`` is removed.
+    """
+    if exists(fs, final):
+        for info in fs.get_file_info(pafs.FileSelector(final, recursive=True)):
+            if info.type == pafs.FileType.File and _is_manifest(info.path):
+                fs.delete_file(info.path)
+        fs.delete_dir(final)
+    files = [i.path for i in fs.get_file_info(pafs.FileSelector(tmp, recursive=True))
+             if i.type == pafs.FileType.File]
+    base = tmp.rstrip("/") + "/"
+    for src in sorted(files, key=lambda f: (_is_manifest(f), -f.count("/"), f)):
+        fs.copy_file(src, final.rstrip("/") + "/" + src[len(base):])
+    fs.delete_dir(tmp)
 
 
 class _HashingWriter:

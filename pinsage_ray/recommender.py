@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 
 def build_index(run_dir: str | os.PathLike, config: Any = None, *,
                 show_progress: bool = False) -> Any:
-    """Build and save ``run_dir/index`` from ``run_dir/embeddings``; returns the index."""
+    """Build and save ``run_dir/index`` from ``run_dir/embeddings``; returns the index.
+
+    ``run_dir`` may be a URI (``s3://...``): the index is built in memory, written to a local
+    temp dir and uploaded with its manifest last (:meth:`HNSWIndex.save`).
+    """
     from pinsage_ray.index import HNSWConfig, HNSWIndex
     from pinsage_ray.inference.pipeline import load_embeddings
 
@@ -72,8 +76,11 @@ class Recommender:
         from pinsage_ray.index import HNSWIndex, IndexIntegrityError
         from pinsage_ray.inference.pipeline import load_embeddings
 
+        from pinsage_ray import _io
+
         path = run_path(run_dir, "index")
-        if not os.path.isdir(path):
+        fs, inner = _io.resolve(path)
+        if not _io.exists(fs, inner):
             raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
         fix = f"rebuild it with `pinsage-ray index {run_dir}`"
         try:  # checksums and structure are verified before hnswlib reads the file

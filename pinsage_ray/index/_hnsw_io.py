@@ -18,6 +18,7 @@ is rejected with an :class:`IndexIntegrityError` instead of a segfault.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import shutil
 import struct
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -274,3 +276,53 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` (pretty-printed, sorted keys)."""
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def is_uri(path: Any) -> bool:
+    """Whether ``path`` is a URI (``s3://``, ``gs://``, ``file://``) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def upload_index_dir(write: Callable[[Path], None], uri: str) -> None:
+    """Run ``write(local_tmp_dir)`` and publish the files at ``uri``.
+
+    Same refusal as :func:`atomic_write_dir`: an existing ``uri`` that is neither empty nor
+    a saved index is never overwritten. The files go to a temp prefix next to ``uri`` and are
+    then copied into place with ``manifest.json`` last, after the old manifest was deleted
+    (:func:`pinsage_ray._io.publish_by_copy`), so a reader sees a complete index or none.
+    """
+    import pyarrow.fs as pafs
+
+    from pinsage_ray import _io
+
+    fs, final = _io.resolve(uri)
+    if _io.exists(fs, final):
+        entries = fs.get_file_info(pafs.FileSelector(final))
+        if entries and not _io.exists(fs, _io.join(final, MANIFEST_FILE)):
+            raise FileExistsError(f"{uri} exists and is not a saved HNSWIndex; refusing to "
+                                  "overwrite it - pick another path")
+    with tempfile.TemporaryDirectory(prefix="pinsage-index-") as local:
+        write(Path(local))
+        with _io.atomic_directory(uri, overwrite=True) as tmp:
+            pafs.copy_files(local, tmp, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+
+
+@contextlib.contextmanager
+def downloaded_index_dir(uri: str) -> Iterator[Path]:
+    """Yield a local temp copy of the index directory at ``uri`` (removed afterwards).
+
+    Raises:
+        FileNotFoundError: nothing at ``uri``.
+    """
+    import pyarrow.fs as pafs
+
+    from pinsage_ray import _io
+
+    fs, remote = _io.resolve(uri)
+    if fs.get_file_info(remote).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{uri} is not a directory; nothing to load")
+    with tempfile.TemporaryDirectory(prefix="pinsage-index-") as local:
+        pafs.copy_files(remote, local, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        yield Path(local)

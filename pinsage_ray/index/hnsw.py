@@ -389,7 +389,11 @@ class HNSWIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """Atomically write the index directory (``index.bin``, ids file, ``manifest.json``)."""
+        """Atomically write the index directory (``index.bin``, ids file, ``manifest.json``).
+
+        ``path`` may be a URI (``s3://...``): the files are written to a local temp dir and
+        uploaded with ``manifest.json`` last (:func:`._hnsw_io.upload_index_dir`).
+        """
 
         def write(tmp: Path) -> None:
             self._index.save_index(str(tmp / io.INDEX_FILE))
@@ -398,7 +402,10 @@ class HNSWIndex:
                 io.INDEX_FILE: io.sha256_file(tmp / io.INDEX_FILE), ids_file: io.sha256_file(tmp / ids_file)})
             io.write_manifest(tmp, self._manifest)
 
-        io.atomic_write_dir(Path(path), write)
+        if io.is_uri(path):  # hnswlib writes local files: save here, then upload
+            io.upload_index_dir(write, str(path))
+        else:
+            io.atomic_write_dir(Path(path), write)
         logger.info("Saved HNSW index (%d items) to %s", len(self), path)
 
     @classmethod
@@ -406,7 +413,8 @@ class HNSWIndex:
         """Load and verify a directory written by :meth:`save`.
 
         Args:
-            path: the index directory.
+            path: the index directory, local or a URI (``s3://...``: downloaded to a local
+                temp dir, verified and loaded there, then the copy is removed).
             ef: search ef to apply (hnswlib does not persist it); default: the manifest's ef.
             num_threads: query threads (-1 = all cores).
 
@@ -416,6 +424,9 @@ class HNSWIndex:
                 structurally invalid ``index.bin``, or dim/count/ids inconsistencies. The
                 corrupted file is never handed to hnswlib.
         """
+        if io.is_uri(path):  # hnswlib reads local files: download, load into memory, drop
+            with io.downloaded_index_dir(str(path)) as local:
+                return cls.load(local, ef=ef, num_threads=num_threads)
         directory = Path(path)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory} is not a directory; nothing to load")

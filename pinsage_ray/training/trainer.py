@@ -271,7 +271,9 @@ def _finish(result: Any, fs: Any, run_path: str, run_uri: str, graph_uri: str,
     best = next(m for m in history if m["epoch"] == best_epoch)
     lines = "".join(json.dumps(m) + "\n" for m in history).encode()
     _io.write_bytes(fs, _io.join(run_path, "metrics.jsonl"), lines)
-    model_dir = _io.join(run_path, "model")
+    # the URI, not the filesystem path: write_model_dir resolves it again (a bare S3 path
+    # such as "bucket/run/model" would be taken for a local directory)
+    model_dir = _io.join(run_uri, "model")
     with best_ckpt.as_directory() as d:
         state = load_checkpoint(d)  # weights only; the id map's checksum verified too
         with open(os.path.join(d, "item_ids.parquet"), "rb") as f:
