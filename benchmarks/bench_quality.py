@@ -54,6 +54,8 @@ QUICK: dict[str, Any] = dict(num_epochs=2, batches_per_epoch=5, batch_size=64)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "full (items preset)": {},
     "no group-context examples (item pairs only)": {"group_queries": 0.0},
+    "plain id skip (sum, not balanced; the previous preset)": {"balanced_skip": False},
+    "balanced skip with id weight 1.0 (was 0.7)": {"id_weight": 1.0},
     "500 shared negatives (was 2,000)": {"num_shared_negatives": 500},
     "max-margin loss (the paper's), margin 0.3": {"loss": "max_margin"},
     "no id skip (the paper's architecture)": {"id_skip": False},
