@@ -1,0 +1,515 @@
+#!/usr/bin/env python
+"""Serving benchmark: a bounded closed-loop HTTP load test of ``pinsage_ray.serve`` on 127.0.0.1.
+
+A quickstart run (planted synthetic graph, ``--items`` items, trained and indexed once, kept in
+``--cache-dir``) is served by Ray Serve on 127.0.0.1. A fixed list of requests (80% related
+items of one item, 20% recommendations for a group of 5 items; k = 10; seeded) is sent by
+``C`` client threads in a closed loop (each sends its next request when the answer arrives,
+one keep-alive connection each), ``--requests`` requests per setting, for C = 1, 8, 32 and
+1, 2 replicas. Every answer is checked against the in-process ``Recommender``'s answer to the
+same request (ids and scores exactly, as JSON carries them). In the same run, the in-process
+QPS: the same requests called on ``Recommender`` directly, one thread. Then a rollout: while
+8 clients send requests, a copy of the run (another directory) replaces the served one.
+
+Metrics: ``serve_requests`` (every request sent, warm-up and rollout included),
+``serve_qps_c{C}_{R}rep``, ``serve_p50_ms_c{C}_{R}rep``, ``serve_p99_ms_c{C}_{R}rep``,
+``inprocess_qps``, ``serve_vs_inprocess_qps_ratio`` (the best serving QPS of any setting /
+in-process QPS), ``serve_wrong_answers``, ``serve_errors_5xx``, ``serve_errors_other`` (other
+statuses, dropped connections), ``rollout_requests``, ``rollout_failures``, ``rollout_max_ms``;
+and CPU time, which a busy machine does not inflate as it does latency:
+``serve_server_cpu_ms_per_request_c{C}_{R}rep`` (all of Ray's processes: replicas, proxy,
+controller, raylet, GCS; per role in the JSON) and ``inprocess_cpu_ms_per_request``.
+A batched setting (8 clients, 1 replica, ``--batch`` items per ``/related`` request) gives
+``serve_related_items_per_s_batch32_c8_1rep`` beside
+``inprocess_related_items_per_s_batch32``.
+
+Client, proxy and replicas share the machine's cores: on 2 cores the client threads take a
+good part of them, so the numbers are a floor for what a separate client would see.
+
+    python benchmarks/bench_serve.py             # about 3-5 min (+2 min to build the run once)
+    python benchmarks/bench_serve.py --quick     # 300 requests per setting, scratch results
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from _common import (REPO, finish_machine, load_average, load_note,  # noqa: E402
+                     machine_info, markdown_table, metric, metrics_table, publish)
+
+NAME = "serve"
+APP = "bench-serve"
+log = logging.getLogger("bench_serve")
+
+
+# --------------------------------------------------------------------------- the run
+def build_run(cache: Path, items: int, groups: int, seed: int) -> Path:
+    """A quickstart workdir's run (graph, model, embeddings, index), built once per size."""
+    workdir = cache / f"serve_qs_{items}_{groups}_s{seed}"
+    run = workdir / "run"
+    if not (run / "index" / "manifest.json").exists():
+        log.info("building the served run in %s (pinsage-ray quickstart, once)", workdir)
+        subprocess.run([sys.executable, "-m", "pinsage_ray.cli", "quickstart", "--workdir",
+                        str(workdir), "--items", str(items), "--groups", str(groups),
+                        "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def make_requests(rec: Any, n: int, seed: int) -> list[tuple[str, bytes, Any]]:
+    """``n`` requests ``(path, JSON body, expected JSON answer)``; repeats after 2,000."""
+    rng = np.random.default_rng(seed)
+    ids = rec.ids.tolist()
+    out = []
+    for _ in range(min(n, 2000)):
+        if rng.random() < 0.8:
+            item = ids[int(rng.integers(len(ids)))]
+            body = {"item": item, "k": 10}
+            expected = {"item": item, "similar": rec.similar_items(item, 10)}
+            out.append(("/related", body, expected))
+        else:
+            group = [ids[int(i)] for i in rng.choice(len(ids), 5, replace=False)]
+            body = {"items": group, "k": 10}
+            expected = {"group_items": group, "recommended": rec.recommend_for_group(group, 10)}
+            out.append(("/recommend", body, expected))
+    out = [(p, json.dumps(b).encode(), json.loads(json.dumps(e))) for p, b, e in out]
+    return [out[i % len(out)] for i in range(n)]
+
+
+def make_batch_requests(rec: Any, n: int, size: int, seed: int) -> list[tuple[str, bytes, Any]]:
+    """``n`` requests for the related items of ``size`` items each (one index query)."""
+    rng = np.random.default_rng(seed + 1)
+    ids = rec.ids.tolist()
+    out = []
+    for _ in range(n):
+        items = [ids[int(i)] for i in rng.choice(len(ids), size, replace=False)]
+        results = [{"item": i, "similar": r}
+                   for i, r in zip(items, rec.similar_items_batch(items, 10))]
+        out.append(("/related", json.dumps({"items": items, "k": 10}).encode(),
+                    json.loads(json.dumps({"results": results}))))
+    return out
+
+
+def inprocess_qps(rec: Any, requests: list, repeats: int) -> tuple[float, list[float], float]:
+    """Requests/s of the same requests called on the ``Recommender`` itself, one thread;
+    ``(median, all repeats, median CPU ms per request)``."""
+    calls = []
+    for path, body, _ in requests:
+        b = json.loads(body)
+        if path == "/related":
+            calls.append(lambda b=b: rec.similar_items(b["item"], b["k"]))
+        else:
+            calls.append(lambda b=b: rec.recommend_for_group(b["items"], b["k"]))
+    rates, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for c in calls:
+            c()
+        rates.append(len(calls) / (time.perf_counter() - t0))
+        cpu.append(1e3 * (time.thread_time() - c0) / len(calls))
+    return statistics.median(rates), rates, statistics.median(cpu)
+
+
+# --------------------------------------------------------------------------- the load
+class Tally:
+    """Counts of one load run, shared by its client threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.wrong = self.errors_5xx = self.errors_other = self.sent = 0
+        self.runs: dict[str, int] = {}
+        self.examples: list[str] = []
+
+    def note(self, kind: str, text: str) -> None:
+        with self.lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            if len(self.examples) < 5:
+                self.examples.append(text[:300])
+
+
+def client(port: int, requests: list, take: Any, tally: Tally) -> None:
+    """One closed-loop client: send, wait for the answer, check it, send the next."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    while (i := take()) is not None:
+        path, body, expected = requests[i]
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", path, body, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as err:
+            with tally.lock:
+                tally.sent += 1
+            tally.note("errors_other", f"{path}: {err!r}")
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            continue
+        dt = time.perf_counter() - t0
+        run = resp.getheader("X-Pinsage-Run", "")
+        with tally.lock:
+            tally.sent += 1
+            tally.latencies.append(dt)
+            tally.runs[run] = tally.runs.get(run, 0) + 1
+        if resp.status >= 500:
+            tally.note("errors_5xx", f"{path} {resp.status}: {data[:200]!r}")
+        elif resp.status != 200:
+            tally.note("errors_other", f"{path} {resp.status}: {data[:200]!r}")
+        elif json.loads(data) != expected:
+            tally.note("wrong", f"{path} {body[:100]!r}: {data[:200]!r}")
+    conn.close()
+
+
+def closed_loop(port: int, requests: list, concurrency: int, *,
+                until: threading.Event | None = None) -> tuple[Tally, float]:
+    """Send ``requests`` (or cycle through them until ``until`` is set) from ``concurrency``
+    client threads; ``(tally, seconds)``."""
+    counter = iter(range(10**12))
+    lock = threading.Lock()
+
+    def take() -> int | None:
+        with lock:
+            i = next(counter)
+        if until is not None:
+            return None if until.is_set() else i % len(requests)
+        return i if i < len(requests) else None
+
+    tally = Tally()
+    threads = [threading.Thread(target=client, args=(port, requests, take, tally))
+               for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally, time.perf_counter() - t0
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(latencies) * 1e3, q)) if latencies else float("nan")
+
+
+class CpuMeter:
+    """CPU seconds of this process (the clients) and of its descendants (Ray's processes:
+    Serve's proxy, controller and replicas, the raylet, GCS...), by role, over an interval.
+
+    CPU time, unlike QPS, does not fall when other work on the machine takes the cores.
+    """
+
+    ROLES = (("ServeReplica", "replicas"), ("ProxyActor", "proxy"),
+             ("ServeController", "controller"))
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.start = self._snapshot()
+
+    def _snapshot(self) -> dict[int, tuple[str, float]]:
+        me = self._psutil.Process()
+        snap = {me.pid: ("clients", sum(me.cpu_times()[:2]))}
+        for proc in me.children(recursive=True):
+            try:
+                cmd = " ".join(proc.cmdline())
+                role = next((r for key, r in self.ROLES if key in cmd), "other_ray")
+                snap[proc.pid] = (role, sum(proc.cpu_times()[:2]))
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                pass
+        return snap
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per role since this meter was made."""
+        out = {"clients": 0.0, "replicas": 0.0, "proxy": 0.0, "controller": 0.0,
+               "other_ray": 0.0}
+        for pid, (role, cpu) in self._snapshot().items():
+            before = self.start.get(pid)
+            out[role] += cpu - (before[1] if before and before[0] == role else 0.0)
+        return out
+
+
+# --------------------------------------------------------------------------- main
+def wait_for_quiet(max_load: float, max_wait_s: float) -> list[float] | None:
+    """Poll the 1-min load average until it is below ``max_load`` or time runs out."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        load = load_average()
+        if load is None or load[0] < max_load or time.monotonic() >= deadline:
+            return load
+        log.info("load average %s >= %.1f; waiting (up to %.0f s more)", load, max_load,
+                 deadline - time.monotonic())
+        time.sleep(30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_benchmark(args: argparse.Namespace, machine: dict) -> tuple[list[dict], dict]:
+    from ray import serve
+
+    from pinsage_ray.ray_utils import init_ray
+    from pinsage_ray.recommender import Recommender
+    from pinsage_ray.serve import deployment
+
+    cache = Path(args.cache_dir)
+    run = build_run(cache, args.items, args.groups, args.seed)
+    rec = Recommender.load(run)
+    requests = make_requests(rec, args.requests, args.seed)
+    warmup = requests[: args.warmup]
+    inproc, inproc_all, inproc_cpu_ms = inprocess_qps(rec, requests[:2000], args.repeats)
+    log.info("in process: %.0f requests/s, %.3f CPU ms each", inproc, inproc_cpu_ms)
+    batch_requests = (make_batch_requests(rec, args.requests // 4, args.batch, args.seed)
+                      if args.batch else [])
+    t0 = time.perf_counter()
+    for _, body, _ in batch_requests:
+        rec.similar_items_batch(json.loads(body)["items"], 10)
+    inproc_batch = len(batch_requests) * args.batch / max(time.perf_counter() - t0, 1e-9)
+
+    # The quickstart left Ray's settings of its own process; this one starts a fresh instance.
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=400 * 2**20)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    metrics: list[dict] = []
+    settings: dict[str, Any] = {}
+    total = {"sent": 0, "wrong": 0, "errors_5xx": 0, "errors_other": 0}
+    examples: list[str] = []
+
+    def count(tally: Tally) -> None:
+        for key in ("wrong", "errors_5xx", "errors_other"):
+            total[key] += getattr(tally, key)
+        total["sent"] += tally.sent
+        examples.extend(tally.examples)
+
+    best = 0.0
+    options = {} if args.max_ongoing is None else {"max_ongoing_requests": args.max_ongoing}
+    try:
+        def measure(key: str, reqs: list, c: int, replicas: int) -> dict[str, Any]:
+            meter = CpuMeter()
+            tally, seconds = closed_loop(port, reqs, c)
+            cpu = meter.seconds()
+            count(tally)
+            per_request = {k: 1e3 * v / max(tally.sent, 1) for k, v in cpu.items()}
+            p50, p99 = percentile_ms(tally.latencies, 50), percentile_ms(tally.latencies, 99)
+            settings[key] = out = {
+                "concurrency": c, "replicas": replicas, "requests": tally.sent,
+                "seconds": seconds, "qps": len(tally.latencies) / seconds, "p50_ms": p50,
+                "p99_ms": p99, "mean_ms": 1e3 * float(np.mean(tally.latencies)),
+                "wrong": tally.wrong, "errors_5xx": tally.errors_5xx,
+                "errors_other": tally.errors_other, "cpu_ms_per_request": per_request,
+                "server_cpu_ms_per_request": sum(v for k, v in per_request.items()
+                                                 if k != "clients"),
+                "load_average": load_average()}
+            log.info("%s: %.0f QPS, p50 %.1f ms, p99 %.1f ms, wrong %d, 5xx %d, CPU ms per "
+                     "request %s", key, out["qps"], p50, p99, tally.wrong, tally.errors_5xx,
+                     {k: round(v, 2) for k, v in per_request.items()})
+            return out
+
+        for replicas in args.replicas:
+            serve.run(deployment(run, num_replicas=replicas, **options), name=APP)
+            count(closed_loop(port, warmup, max(args.concurrency))[0])
+            for c in args.concurrency:
+                key = f"c{c}_{replicas}rep"
+                out = measure(key, requests, c, replicas)
+                best = max(best, out["qps"])
+                metrics += [metric(f"serve_qps_{key}", out["qps"], "requests/s"),
+                            metric(f"serve_p50_ms_{key}", out["p50_ms"], "ms", False),
+                            metric(f"serve_p99_ms_{key}", out["p99_ms"], "ms", False),
+                            metric(f"serve_server_cpu_ms_per_request_{key}",
+                                   out["server_cpu_ms_per_request"], "CPU ms", False)]
+            if replicas == 1 and args.batch:  # many related-item lookups in one request
+                key = f"batch{args.batch}_c8_1rep"
+                out = measure(key, batch_requests, 8, 1)
+                metrics += [metric(f"serve_related_items_per_s_{key}",
+                                   out["qps"] * args.batch, "items/s"),
+                            metric(f"serve_p99_ms_{key}", out["p99_ms"], "ms", False)]
+        rollout = rollout_run(port, run, requests, max(args.replicas), deployment, serve,
+                              options)
+        count(rollout["tally"])
+    finally:
+        serve.shutdown()
+    metrics += [
+        metric("serve_requests", total["sent"], "requests"),
+        metric("inprocess_qps", inproc, "requests/s"),
+        metric("inprocess_cpu_ms_per_request", inproc_cpu_ms, "CPU ms", False),
+        *([metric(f"inprocess_related_items_per_s_batch{args.batch}", inproc_batch,
+                  "items/s")] if args.batch else []),
+        metric("serve_vs_inprocess_qps_ratio", best / inproc, "ratio"),
+        metric("serve_wrong_answers", total["wrong"], "answers", False),
+        metric("serve_errors_5xx", total["errors_5xx"], "responses", False),
+        metric("serve_errors_other", total["errors_other"], "responses", False),
+        metric("rollout_requests", rollout["tally"].sent, "requests"),
+        metric("rollout_failures", rollout["failures"], "requests", False),
+        metric("rollout_max_ms", rollout["max_ms"], "ms", False),
+    ]
+    extra = {"args": vars(args), "run_dir": str(run), "items": len(rec.ids),
+             "index_ef": rec.index.ef, "settings": settings, "inprocess_qps_repeats": inproc_all,
+             "rollout": {k: v for k, v in rollout.items() if k != "tally"},
+             "failure_examples": examples[:10]}
+    return metrics, extra
+
+
+def rollout_run(port: int, run: Path, requests: list, replicas: int, deployment: Any,
+                serve: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Roll a copy of the run out while 8 clients send requests; count what failed."""
+    copy = run.parent / "run_rollout_copy"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("logs"))
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+    loader = threading.Thread(target=lambda: box.update(
+        result=closed_loop(port, requests, 8, until=stop)))
+    loader.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    serve.run(deployment(copy, num_replicas=replicas, **options), name=APP)
+    rollout_s = time.perf_counter() - t0
+    time.sleep(1.0)
+    stop.set()
+    loader.join()
+    tally, seconds = box["result"]
+    failures = tally.wrong + tally.errors_5xx + tally.errors_other
+    log.info("rollout: %d requests in %.1f s (rollout %.1f s), %d failed, max %.0f ms, by run %s",
+             tally.sent, seconds, rollout_s, failures, 1e3 * max(tally.latencies), tally.runs)
+    shutil.rmtree(copy, ignore_errors=True)
+    return {"tally": tally, "failures": failures, "max_ms": 1e3 * max(tally.latencies),
+            "rollout_seconds": rollout_s, "answers_by_run": tally.runs,
+            "requests": tally.sent}
+
+
+def markdown(metrics: list[dict], machine: dict, extra: dict) -> str:
+    rows = []
+    for key, s in extra["settings"].items():
+        load = s.get("load_average") or ["n/a"]
+        cpu = s["cpu_ms_per_request"]
+        per = extra["args"]["batch"] if key.startswith("batch") else 1
+        rows.append([s["replicas"], s["concurrency"], per, s["requests"], f"{s['qps']:.0f}",
+                     f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", s["wrong"], s["errors_5xx"],
+                     f"{cpu['replicas']:.2f} / {cpu['proxy']:.2f} / "
+                     f"{cpu['controller'] + cpu['other_ray']:.2f} / {cpu['clients']:.2f}",
+                     load[0]])
+    by_name = {m["name"]: m for m in metrics}
+    batch = extra["args"]["batch"]
+    targets = {"serve_requests": (10_000, ">= 10,000"), "serve_wrong_answers": (0, "0"),
+               "serve_errors_5xx": (0, "0"), "rollout_failures": (0, "0")}
+    headline = [by_name[n] for n in ("serve_requests", "serve_qps_c32_1rep", "serve_qps_c32_2rep",
+                                     "serve_p99_ms_c32_1rep", "serve_p99_ms_c32_2rep",
+                                     "serve_server_cpu_ms_per_request_c32_1rep",
+                                     "inprocess_qps", "inprocess_cpu_ms_per_request",
+                                     "serve_vs_inprocess_qps_ratio",
+                                     f"serve_related_items_per_s_batch{batch}_c8_1rep",
+                                     f"inprocess_related_items_per_s_batch{batch}",
+                                     "serve_wrong_answers", "serve_errors_5xx",
+                                     "serve_errors_other", "rollout_requests",
+                                     "rollout_failures", "rollout_max_ms") if n in by_name]
+    ro = extra["rollout"]
+    reading = []
+    c32 = extra["settings"].get("c32_1rep")
+    if c32 and "inprocess_cpu_ms_per_request" in by_name:
+        cpu = c32["cpu_ms_per_request"]
+        reading.append(
+            f"At 32 clients on one replica a request costs {c32['server_cpu_ms_per_request']:.1f} "
+            f"CPU ms across Ray's processes (replica {cpu['replicas']:.1f}, proxy "
+            f"{cpu['proxy']:.1f}) against {by_name['inprocess_cpu_ms_per_request']['value']:.2f} "
+            "ms for the same call in process: Serve's HTTP path (proxy, router, an actor call, "
+            "ASGI in the replica), not the index, bounds the QPS.")
+    single = extra["settings"].get("c8_1rep")
+    batched = extra["settings"].get(f"batch{batch}_c8_1rep")
+    if single and batched:
+        reading.append(f"A `/related` request of {batch} items answers "
+                       f"{batched['qps'] * batch / single['qps']:.0f}x more related-item lookups "
+                       "per second than single-item requests (8 clients, one replica).")
+    waited = machine.get("waited_for_load_below")
+    when = machine.get("load_average_when_started")
+    if waited is not None and when and when[0] >= waited:
+        reading.append(f"The script waited up to {extra['args']['max_wait']:.0f} s for the "
+                       f"1-min load average to fall below {waited:g}; it was {when[0]:g} when "
+                       "the load test started.")
+    return "\n\n".join([
+        "## Online serving (`bench_serve.py`)",
+        f"Ray Serve on 127.0.0.1 serving a quickstart run ({extra['items']} items, index "
+        f"ef={extra['index_ef']}); closed loop, {extra['args']['requests']} requests per setting "
+        "(80% related items of one item, 20% a 5-item group's recommendations, k = 10), every "
+        "answer compared with the in-process `Recommender`. Client threads, Serve's proxy and "
+        "the replicas share the machine's cores.",
+        markdown_table(["replicas", "clients", "items per request", "requests", "QPS", "p50 ms", "p99 ms", "wrong",
+                        "5xx", "CPU ms per request: replicas / proxy / rest of Ray / clients",
+                        "load (1 min) after"], rows),
+        metrics_table(headline, targets),
+        f"Rollout of another run directory under load (8 clients): {ro['requests']} requests, "
+        f"{ro['rollout_seconds']:.1f} s from `serve.run` to rolled out, answers by run "
+        f"{ {Path(k).name: v for k, v in ro['answers_by_run'].items()} }.",
+        *([" ".join(reading)] if reading else []),
+        f"Machine: {machine.get('cpu_model')}, {machine.get('cpus_usable')} usable cores; "
+        f"{load_note(machine)}"])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=2000, help="requests per setting")
+    p.add_argument("--warmup", type=int, default=200, help="untimed requests per replica count")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--batch", type=int, default=32,
+                   help="items per request of the batched related-items setting (8 clients, "
+                   "1 replica, a quarter of --requests); 0: skip it")
+    p.add_argument("--max-ongoing", type=int, default=None,
+                   help="max_ongoing_requests per replica (default: deployment()'s)")
+    p.add_argument("--items", type=int, default=5000, help="items of the served run")
+    p.add_argument("--groups", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="in-process QPS repeats (median)")
+    p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
+    p.add_argument("--max-load", type=float, default=3.0,
+                   help="wait for the 1-min load average to fall below this before starting")
+    p.add_argument("--max-wait", type=float, default=600, help="seconds to wait for that")
+    p.add_argument("--quick", action="store_true",
+                   help="300 requests per setting, no waiting; results under .bench_cache/quick")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.requests, args.warmup, args.max_wait = 300, 50, 0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    run = build_run(Path(args.cache_dir), args.items, args.groups, args.seed)  # before timing
+    load = wait_for_quiet(args.max_load, args.max_wait)
+    machine = machine_info()
+    machine["waited_for_load_below"] = args.max_load
+    machine["load_average_when_started"] = load
+    log.info("serving %s; load average %s", run, load)
+    metrics, extra = run_benchmark(args, machine)
+    extra["total_seconds"] = time.perf_counter() - t0
+    finish_machine(machine)  # the end-of-run load, for the note in the markdown
+    publish(NAME, metrics, machine, extra, markdown(metrics, machine, extra),
+            REPO / ".bench_cache" / "quick" if args.quick else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
