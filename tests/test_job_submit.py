@@ -30,8 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 # Kept out of the --working-dir upload (.gitignore is honoured too; these are belt and braces).
-EXCLUDES = [".git", ".venv", ".bench_cache", "runs", "**/__pycache__", "notebooks",
+EXCLUDES = [".git", ".venv", ".ci-venv", ".bench_cache", "runs", "**/__pycache__", "notebooks",
             "benchmarks/results"]
+# Whatever virtual environment runs the tests, if it lives inside the repo (CI's .ci-venv):
+# Ray refuses a working-dir upload over 100 MiB.
+if Path(sys.prefix).resolve().is_relative_to(REPO):
+    EXCLUDES.append(Path(sys.prefix).resolve().relative_to(REPO).as_posix())
 
 
 def free_ports(count: int) -> list[int]:
