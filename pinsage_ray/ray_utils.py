@@ -24,8 +24,13 @@ Ray Train v2 starts a ``PlacementGroupCleaner`` actor that polls Ray's state API
 the dashboard) every second to remove the run's placement group should the controller die
 uncleanly. Without a dashboard, or with two Ray instances on one machine, each poll fails
 (a warning per second, a traceback when it stops; ray-project/ray#65447 catches the second
-case upstream). :func:`torch_trainer_class` leaves the cleaner out for a local instance
-started here without a dashboard: its placement groups end with the instance anyway.
+case upstream). Worse, without a dashboard of its own the cleaner's state API client picks
+"the latest" Ray instance on the machine: where another instance runs a dashboard (a
+multi-node test cluster beside someone's local Ray), it asks that instance about this run's
+controller, finds none, and would remove this run's placement group mid-training.
+:func:`torch_trainer_class` leaves the cleaner out whenever the Ray instance this process
+started or joined through :func:`init_ray` runs no dashboard: its placement groups end with
+the job or the instance anyway.
 """
 
 from __future__ import annotations
@@ -141,15 +146,16 @@ def ray_logs_dir() -> str | None:
 def torch_trainer_class() -> type:
     """Ray Train's ``TorchTrainer``, without the placement-group cleaner where it cannot work.
 
-    The cleaner is left out only for a local instance started by :func:`init_ray` that runs
-    no dashboard (its state API is missing, so every poll fails, and the instance's
-    placement groups end with it). Otherwise, and whenever Ray's internals differ from what
-    this expects, Ray's own ``TorchTrainer`` is returned unchanged.
+    The cleaner is left out only for a Ray instance (local or a cluster) started or joined by
+    :func:`init_ray` that runs no dashboard (its state API is missing, so every poll fails or
+    asks another instance, see the module docstring; the placement groups end with the job).
+    Otherwise, and whenever Ray's internals differ from what this expects, Ray's own
+    ``TorchTrainer`` is returned unchanged.
     """
     from ray.train.torch import TorchTrainer
 
     ctx = _STARTED.get("context")
-    if _STARTED.get("address") != "local" or ctx is None or getattr(ctx, "dashboard_url", None):
+    if ctx is None or getattr(ctx, "dashboard_url", None):
         return TorchTrainer
     try:
         from ray.train.v2._internal.callbacks.placement_group_callback import (

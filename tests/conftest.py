@@ -37,12 +37,8 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for the whole test session (start-up costs 4-8 s).
-
-    Tests that start actors stop them; nothing else is kept between tests.
-    """
+def start_local_ray() -> None:
+    """The tests' local Ray instance (2 CPUs, a 400 MiB object store, no progress bars)."""
     import ray
 
     from pinsage_ray.ray_utils import init_ray
@@ -56,6 +52,24 @@ def ray_session():
         DataContext.get_current().enable_progress_bars = False
     except ImportError:  # pragma: no cover
         pass
+
+
+@pytest.fixture(scope="session")
+def local_ray_starter():
+    """:func:`start_local_ray`, for fixtures that replace the local instance for a while
+    (the multi-node cluster of ``tests/multinode``) and restore it afterwards."""
+    return start_local_ray
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (start-up costs 4-8 s).
+
+    Tests that start actors stop them; nothing else is kept between tests.
+    """
+    import ray
+
+    start_local_ray()
     yield ray
     ray.shutdown()
 

@@ -240,17 +240,26 @@ def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int,
             batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=0.5)
         if layer < model.encoder.num_layers:
-            done = sum(len(b["id"]) for b in ds.iter_batches(batch_size=None,
-                                                             batch_format="numpy"))
-            if done != store.num_items:
-                raise RuntimeError(f"layer {layer}: {done} of {store.num_items} items computed")
-            logger.info("layer %d done for %d items", layer, done)
+            done = [b["id"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+            _check_once(np.concatenate(done) if done else np.zeros(0, np.int64),
+                        store.num_items, f"layer {layer}")
+            logger.info("layer %d done for %d items", layer, store.num_items)
         else:
             out = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
                    for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
     table = pa.concat_tables(out)
+    _check_once(table.column("id").to_numpy(), store.num_items, "output layer")
     order = np.argsort(table.column("id").to_numpy())  # contiguous-id order: deterministic
     return [table.take(pa.array(order)).drop_columns(["id"])]
+
+
+def _check_once(ids: np.ndarray, num_items: int, what: str) -> None:
+    """Every item id in [0, num_items) exactly once (a retried batch must not add rows)."""
+    counts = np.bincount(np.asarray(ids, dtype=np.int64), minlength=num_items)
+    if len(counts) != num_items or (counts != 1).any():
+        missing, twice = int((counts[:num_items] == 0).sum()), int((counts > 1).sum())
+        raise RuntimeError(f"{what}: {missing} of {num_items} items missing and {twice} "
+                           "computed more than once; rerun `pinsage-ray embed`")
 
 
 def load_embeddings(run_dir: str | os.PathLike) -> tuple[pa.Array, np.ndarray]:

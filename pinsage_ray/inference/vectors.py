@@ -22,10 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 def write_part(directory: str, ids: np.ndarray, vectors: np.ndarray) -> str:
-    """Write one part (atomically: temp names, then rename). Returns the part's stem."""
+    """Write one part (atomically: temp names, then rename). Returns the part's stem.
+
+    The stem is a function of ``ids`` (first id and count; a pass's batches are disjoint), so
+    a batch computed twice, as Ray Data does when an actor dies after writing its part but
+    before returning, replaces its own part instead of adding a second copy of its rows.
+    """
     fs, path = _io.resolve(directory)
     fs.create_dir(path, recursive=True)
-    stem = f"part-{int(ids.min()):012d}-{uuid.uuid4().hex[:6]}"
+    ids = np.asarray(ids)
+    stem = f"part-{int(ids.min()):012d}-n{len(ids)}"
     tmp = f".tmp-{uuid.uuid4().hex[:8]}"
     for suffix, arr in (("ids", np.asarray(ids, np.int64)),
                         ("vec", np.asarray(vectors, np.float32))):

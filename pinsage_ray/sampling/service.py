@@ -13,6 +13,21 @@ Shard methods are pure functions of their inputs and of the graph the actor load
 constructor, so a crashed actor restarts (``max_restarts``), reloads its rows, and Ray retries
 the interrupted call (``max_task_retries``) with the same answer.
 
+Losing a *node* loses more: the shard process and the walker batches in that node's object
+store, which the other shards' next rounds take as arguments, so Ray's own retry cannot finish
+the request. A request therefore watches its shards while it waits (their state and restart
+count in the GCS actor table, every ``POLL_S``): when one restarted or is not alive, or the
+request fails with a lost actor or object, the request waits until every shard is alive again
+(on a replacement node, if one offers the resources) and is submitted again from the start.
+Walks are pure functions of their arguments, so the retried request returns exactly what an
+undisturbed one would. A shard that does not come back within ``recovery_timeout_s`` ends the
+request with :class:`ShardUnavailableError` naming it; the actor keeps waiting for capacity, so
+the service answers again once a node that offers it joins.
+
+Placement: with ``resources=None`` the shards request the ``pinsage_shard`` custom resource
+whenever the cluster advertises it (``cluster.yaml`` gives each ``cpu_worker`` one unit), one
+unit each (one shard per node) when there are as many units as shards, else an equal fraction.
+
 A :class:`ShardedGraph` pickles by its actors' *names* (unique per service) and looks them up
 when unpickled, so it can be a constructor argument of a restartable actor (the batch
 producers): Ray cannot keep handles or object references in such arguments alive for a
@@ -22,7 +37,9 @@ restart and prints an error line on the driver's terminal when it sees one.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 import uuid
 from typing import Any
 
@@ -36,6 +53,51 @@ from pinsage_ray.sampling.shard import GraphShard, Walkers, WalkSpec, route
 
 logger = logging.getLogger(__name__)
 
+#: Custom resource of the nodes meant for shard actors (``cluster.yaml``: ``cpu_worker``).
+SHARD_RESOURCE = "pinsage_shard"
+#: Seconds between checks of the shards' state while a request waits.
+POLL_S = 0.5
+
+
+class ShardUnavailableError(RuntimeError):
+    """A walk shard's actor is not available (its node was lost and no node that offers the
+    resources it needs joined in time, or the actor is dead). Nothing was returned; the same
+    call can be repeated once capacity is back."""
+
+
+def default_shard_resources(num_shards: int) -> dict[str, float]:
+    """``{"pinsage_shard": x}`` sized to the cluster's units of it, or ``{}`` without any.
+
+    With at least ``num_shards`` units each shard asks for one (one shard per node); with fewer,
+    ``1 / ceil(num_shards / units)``, so the shards pack evenly onto the nodes that have them.
+    """
+    import ray
+
+    units = int(ray.cluster_resources().get(SHARD_RESOURCE, 0))
+    if units < 1:
+        return {}
+    return {SHARD_RESOURCE: 1.0 / math.ceil(num_shards / units)}
+
+
+def _is_lost(err: BaseException) -> bool:
+    """Whether ``err`` (or the error it wraps) says an actor or an object went away."""
+    lost = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, lost):
+            return True
+        err = getattr(err, "cause", None) or err.__cause__
+        seen += 1
+    return False
+
+
+class _ShardsLost(Exception):
+    """Internal: a request must be submitted again once ``shards`` are back."""
+
+    def __init__(self, shards: list[int], why: str) -> None:
+        super().__init__(why)
+        self.shards, self.why = shards, why
+
 
 class ShardServer:
     """Body of a shard actor (plain class; :class:`ShardedGraph` wraps it with ``ray.remote``)."""
@@ -46,8 +108,9 @@ class ShardServer:
         self.shard_id = shard_id
 
     def info(self) -> dict[str, Any]:
-        return {"shard_id": self.shard_id, "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id(),
+        ctx = ray.get_runtime_context()
+        return {"shard_id": self.shard_id, "pid": os.getpid(), "node_id": ctx.get_node_id(),
+                "actor_id": ctx.get_actor_id(),
                 "item_range": self.book.range("item", self.shard_id),
                 "group_range": self.book.range("group", self.shard_id)}
 
@@ -92,17 +155,27 @@ class ShardedGraph(WalkService):
         num_shards: number of shard actors.
         num_cpus: CPUs each actor reserves. The default 0 keeps long-lived actors from starving
             Train workers and Data tasks on small machines (they still use CPU when busy).
-        resources: extra custom resources per actor, e.g. ``{"pinsage_shard": 1}`` to put one
-            shard on each node that advertises it (see ``cluster.yaml``).
-        max_restarts: actor restarts after a crash (``-1``: unlimited).
+        resources: custom resources per actor. None: ``pinsage_shard`` when the cluster
+            advertises it (:func:`default_shard_resources`); ``{}``: none; e.g.
+            ``{"pinsage_shard": 1}`` puts one shard on each node that offers a unit.
+        max_restarts: actor restarts after a crash or a lost node (``-1``: unlimited; a
+            restart waits for a node that offers the actor's resources).
         max_walkers: walkers per request chunk (bounds memory per round).
-        timeout_s: seconds to wait for one request chunk before raising ``GetTimeoutError``.
+        timeout_s: seconds to wait for one request chunk (retries included) before raising
+            ``GetTimeoutError`` (or :class:`ShardUnavailableError` when a shard is down).
+        recovery_timeout_s: seconds a request waits for a lost shard to be alive again before
+            raising :class:`ShardUnavailableError` naming it.
+        max_request_retries: times one request chunk is submitted again after losing shards.
+
+    Attributes:
+        recoveries: request chunks submitted again after a shard was lost (for monitoring).
     """
 
     def __init__(self, graph_dir: str | os.PathLike, num_shards: int = 2, *,
                  num_cpus: float = 0, resources: dict[str, float] | None = None,
-                 max_restarts: int = 3, max_walkers: int = 2_000_000,
-                 timeout_s: float = 600.0) -> None:
+                 max_restarts: int = -1, max_walkers: int = 2_000_000,
+                 timeout_s: float = 600.0, recovery_timeout_s: float = 300.0,
+                 max_request_retries: int = 3) -> None:
         if not ray.is_initialized():
             raise RuntimeError("ShardedGraph needs Ray: call ray.init() (or "
                                "pinsage_ray.init_ray()) first, or use LocalWalker in-process")
@@ -113,15 +186,30 @@ class ShardedGraph(WalkService):
                                            store.array("group_indptr"), num_shards)
         self.max_walkers = int(max_walkers)
         self.timeout_s = timeout_s
+        self.recovery_timeout_s = recovery_timeout_s
+        self.max_request_retries = int(max_request_retries)
+        self.recoveries = 0
+        self.resources = (default_shard_resources(self.book.num_shards) if resources is None
+                          else dict(resources))
         actor_cls = ray.remote(ShardServer)
+        # Out of order: a restarted shard must not wait (Ray: 30 s) for calls of an abandoned
+        # attempt that will never come; hop and reduce are pure, so order does not matter.
         options = dict(num_cpus=num_cpus, max_restarts=max_restarts,
-                       max_task_retries=max_restarts, resources=resources or {})
+                       max_task_retries=max_restarts, resources=self.resources,
+                       allow_out_of_order_execution=True)
         token = uuid.uuid4().hex[:12]
         self.names = [f"pinsage-shard-{token}-{s}" for s in range(self.book.num_shards)]
         self.actors = [actor_cls.options(name=name, **options).remote(self.graph_dir, self.book, s)
                        for s, name in enumerate(self.names)]
-        self.shard_info = ray.get([a.info.remote() for a in self.actors], timeout=timeout_s)
-        logger.info("started %d walk shards over %s", num_shards, self.graph_dir)
+        self.shard_info: list[dict[str, Any]] = [{} for _ in self.actors]
+        self._restarts_seen: list[int | None] = [None] * len(self.actors)
+        try:
+            self._ping(time.monotonic() + timeout_s)
+        except ShardUnavailableError:
+            self.shutdown()
+            raise
+        logger.info("started %d walk shards over %s (resources %s)", num_shards,
+                    self.graph_dir, self.resources)
 
     @property
     def num_shards(self) -> int:
@@ -154,9 +242,133 @@ class ShardedGraph(WalkService):
         parts: list[dict] = []
         for sl in chunks(len(seeds), per_chunk):
             positions = np.arange(sl.start, sl.stop, dtype=np.int64)
-            refs = self.submit(seeds[sl], positions, spec, reducer, avoid)
-            parts.extend(ray.get(refs, timeout=self.timeout_s))
+            parts.extend(self._run_chunk(seeds[sl], positions, spec, reducer, avoid))
         return assemble(parts, len(seeds), spec)
+
+    def _run_chunk(self, seeds: np.ndarray, positions: np.ndarray, spec: WalkSpec,
+                   reducer: Reducer, avoid: dict | None) -> list[dict | None]:
+        """Submit one chunk, gather it; after losing a shard, wait for it and submit again."""
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            restarts = list(self._restarts_seen)  # as of the last check: costs no call here
+            refs = self.submit(seeds, positions, spec, reducer, avoid)
+            try:
+                return self._gather(refs, restarts, deadline)
+            except _ShardsLost as lost:
+                if attempt >= self.max_request_retries:
+                    raise ShardUnavailableError(
+                        f"walk request lost shards {lost.shards} {attempt + 1} times (last: "
+                        f"{lost.why}); max_request_retries={self.max_request_retries}") from None
+                attempt += 1
+                self.recoveries += 1
+                logger.warning("walk request: %s; waiting for shards %s, then submitting the "
+                               "request again (attempt %d)", lost.why, lost.shards, attempt + 1)
+                del refs
+                self._wait_alive(min(deadline, time.monotonic() + self.recovery_timeout_s),
+                                 lost.shards)
+
+    def _gather(self, refs: list[ray.ObjectRef], restarts: list[int | None],
+                deadline: float) -> list[dict | None]:
+        """``ray.get(refs)``, watching the shards: :class:`_ShardsLost` when one went away."""
+        pending = list(refs)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                down = self._down(restarts)
+                if down:
+                    raise self._unavailable(down, "the request's timeout_s", self.timeout_s)
+                raise ray.exceptions.GetTimeoutError(
+                    f"walk request not done within timeout_s={self.timeout_s}s")
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(POLL_S, left))
+            if pending:
+                down = self._down(restarts)
+                if down:
+                    raise _ShardsLost(down, "shard(s) restarted or not alive mid-request")
+        try:
+            return ray.get(refs)
+        except Exception as err:  # noqa: BLE001 - re-raised unless a shard or its node was lost
+            if not _is_lost(err):
+                raise
+            why = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            raise _ShardsLost(self._down(restarts) or list(range(self.num_shards)), why) from None
+
+    # ----------------------------------------------------------------- shard health
+    def _states(self) -> list[dict[str, Any] | None]:
+        """Each shard actor's GCS record (``State``, ``NumRestarts``), None where unknown."""
+        out: list[dict[str, Any] | None] = []
+        for info in self.shard_info:
+            try:  # Ray's GCS actor table; no dashboard needed (tests pin the fields read)
+                from ray._private import state as ray_state
+
+                rec = ray_state.actors(actor_id=info["actor_id"]) if info.get("actor_id") else {}
+            except Exception:  # noqa: BLE001 - another Ray version: fall back to errors only
+                rec = {}
+            out.append(rec or None)
+        return out
+
+    def _restarts(self) -> list[int | None]:
+        return [None if r is None else r.get("NumRestarts") for r in self._states()]
+
+    def _down(self, restarts: list[int | None]) -> list[int]:
+        """Shards not alive now, or restarted since ``restarts`` was taken (a restart on a
+        live node is survived by Ray's own retry too; submitting again is merely safe)."""
+        return [k for k, rec in enumerate(self._states()) if rec is not None and (
+            rec.get("State") != "ALIVE" or rec.get("NumRestarts") != restarts[k])]
+
+    def _wait_alive(self, deadline: float, shards: list[int]) -> None:
+        """Return once every shard is alive and answers; else :class:`ShardUnavailableError`."""
+        while True:
+            states = self._states()
+            dead = [k for k, r in enumerate(states) if r is not None and r.get("State") == "DEAD"]
+            if dead:
+                raise self._unavailable(dead, "", None)
+            if all(r is None or r.get("State") == "ALIVE" for r in states):
+                break
+            if time.monotonic() >= deadline:
+                down = [k for k, r in enumerate(states) if r is not None
+                        and r.get("State") != "ALIVE"]
+                raise self._unavailable(down or shards, "recovery_timeout_s",
+                                        self.recovery_timeout_s)
+            time.sleep(POLL_S)
+        self._ping(deadline)
+
+    def _ping(self, deadline: float) -> None:
+        """Ask every shard for its info (node, pid) by ``deadline``; refreshes ``shard_info``."""
+        refs = [a.info.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs),
+                            timeout=max(0.0, deadline - time.monotonic()))
+        done = set(ready)
+        late = [k for k, r in enumerate(refs) if r not in done]
+        if late:
+            raise self._unavailable(late, "the time allowed", None)
+        try:
+            self.shard_info = ray.get(refs)
+        except Exception as err:  # noqa: BLE001
+            if not _is_lost(err):
+                raise
+            raise self._unavailable(list(range(self.num_shards)), "", None) from err
+        self._restarts_seen = self._restarts()
+
+    def _unavailable(self, shards: list[int], limit: str,
+                     seconds: float | None) -> ShardUnavailableError:
+        states = self._states()
+        names = []
+        for k in shards:
+            lo, hi = self.book.range("item", k)
+            state = states[k].get("State", "?") if states[k] else "unknown"
+            names.append(f"shard {k} of {self.num_shards} (items [{lo}, {hi}), actor "
+                         f"{self.names[k] if k < len(self.names) else '?'}, {state})")
+        waited = "" if not limit else (f" within {limit}"
+                                       + (f"={seconds:g}s" if seconds is not None else ""))
+        needs = self.resources or {"CPU": 0}
+        if any(s and s.get("State") == "DEAD" for s in (states[k] for k in shards)):
+            fix = "it is dead (killed, or out of max_restarts): start a new ShardedGraph"
+        else:
+            fix = (f"it needs a node that offers {needs}; add one (the shard restarts there "
+                   "by itself) and repeat the call")
+        return ShardUnavailableError(
+            f"walk shard unavailable{waited}: {'; '.join(names)}; {fix}")
 
     def shutdown(self) -> None:
         """Kill the shard actors (the service cannot be used afterwards)."""

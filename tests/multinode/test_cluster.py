@@ -1,0 +1,69 @@
+"""The product on a cluster of several nodes: placement by ``cluster.yaml``'s custom resources,
+and the same answers as on one process (walks, training, Ray Data inference)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pinsage_ray.sampling.local import LocalWalker
+from pinsage_ray.sampling.service import ShardedGraph
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.multinode]
+
+
+def _answers(walker):
+    import fault_scenarios
+
+    out = fault_scenarios.walk_answers(walker)
+    q = fault_scenarios.QUERIES
+    out["pairs"] = np.stack(walker.cooccurrence_pairs(q, num_walks=2, seed=8))
+    out["ppr"] = walker.ppr_rank_sample(q, 0.05, 0.5, 6, num_walks=40, seed=3,
+                                        avoid=(q[:, None] + 1) % 400)
+    return out
+
+
+def test_one_shard_per_shard_node_and_walks_equal_in_process(cluster, planted_graph):
+    ref = _answers(LocalWalker(planted_graph))
+    with ShardedGraph(planted_graph, 2, max_walkers=500) as svc:
+        # the default placement asks for cluster.yaml's pinsage_shard: one unit per shard here
+        assert svc.resources == {"pinsage_shard": 1.0}
+        nodes = [info["node_id"] for info in svc.shard_info]
+        assert len(set(nodes)) == 2 and set(nodes) == cluster.worker_ids()
+        got = _answers(svc)
+    for key, value in ref.items():
+        assert np.array_equal(got[key], value), key
+    # more shards than pinsage_shard units: packed evenly, still only on those nodes
+    with ShardedGraph(planted_graph, 3) as svc:
+        assert svc.resources == {"pinsage_shard": 0.5}
+        nodes = [info["node_id"] for info in svc.shard_info]
+        assert set(nodes) <= cluster.worker_ids() and cluster.head_id() not in nodes
+        assert np.array_equal(svc.random_walks(np.arange(400), num_walks=2, walk_length=4,
+                                               seed=5).reshape(400, -1), ref["walks"])
+
+
+def test_two_train_workers_on_two_nodes(cluster, reference_run):
+    """``reference_run``: 2 Train workers, walks from 2 shard actors, 3 epochs."""
+    _, result, nodes = reference_run
+    assert [m["epoch"] for m in result.history] == [1, 2, 3]
+    losses = [m["loss"] for m in result.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert len(nodes) == 2 and set(nodes) == cluster.worker_ids()
+
+
+def test_ray_data_embed_across_nodes_equals_local(cluster, reference_run, tmp_path):
+    from pinsage_ray.inference.pipeline import embed, load_embeddings
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run[0], run, ignore=shutil.ignore_patterns("train"))
+    embed(run, mode="local")
+    local_ids, local = load_embeddings(run)
+    # 4 batches per pass; the read tasks run on one node, the pool actor on the other (one
+    # actor: two, at 0.5 CPU on each 1-CPU node, would leave no whole CPU for a read task)
+    res = embed(run, mode="ray", batch_size=100, num_actors=1)
+    assert res.mode == "ray"
+    ids, emb = load_embeddings(run)
+    assert ids.equals(local_ids) and len(set(ids.to_pylist())) == 400
+    assert np.abs(emb - local).max() < 1e-5
