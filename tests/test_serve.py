@@ -198,6 +198,24 @@ def test_malformed_bodies_are_400_not_500(server):
     assert call(server["url"], "/related", method="GET")[0] == 405
 
 
+def test_a_broken_run_fails_to_start_with_the_reason(server, runs, tmp_path):
+    from pinsage_ray.serve import deployment, start
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["b"], bad, ignore=shutil.ignore_patterns("logs"))
+    index_bin = bad / "index" / "index.bin"
+    data = bytearray(index_bin.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    index_bin.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="could not load the run: .*sha256 mismatch.*"
+                                         "rebuild it with `pinsage-ray index"):
+        start(bad, port=server["port"], name="broken", route_prefix="/broken")
+    shutil.rmtree(bad / "index")
+    with pytest.raises(FileNotFoundError, match="index: not found; run `pinsage-ray index"):
+        deployment(bad)
+    assert call(server["url"], "/health")[0] == 200  # the served application is untouched
+
+
 def test_two_replicas_agree_and_refuse_additions(server, runs):
     from ray import serve
 

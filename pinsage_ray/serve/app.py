@@ -177,20 +177,30 @@ def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 80
     try:
         serve.run(app, name=name, route_prefix=route_prefix)
     except RuntimeError as err:  # the application failed to deploy: say why in one line
-        reason = _last_error_line(str(err))
+        reason = _deploy_failure(name) or " ".join(str(err).split())
         serve.delete(name)
         raise ValueError(f"{app_dir}: the replicas could not load the run: {reason}") \
             from None
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
 
 
-def _last_error_line(text: str) -> str:
-    """The exception line of a traceback Serve put in its status message."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error:" in line or "Exception:" in line:
-            return line.split("Error: ", 1)[-1] if "Error: " in line else line
-    return lines[-1] if lines else text
+def _deploy_failure(name: str) -> str | None:
+    """The exception message that made the application's replicas fail, from Serve's status.
+
+    Serve keeps the replica constructor's traceback in the deployment's status message; its
+    last line is ``module.ErrorClass: message``.
+    """
+    import re
+
+    try:
+        app = serve.status().applications.get(name)
+    except Exception:  # noqa: BLE001 - only an error message is at stake
+        return None
+    for dep in (app.deployments.values() if app else []):
+        lines = [line.strip() for line in (dep.message or "").splitlines() if line.strip()]
+        if lines:
+            return re.sub(r"^[\w.]+(Error|Exception|Warning)\w*: ", "", lines[-1])
+    return None
 
 
 def wait_until_stopped(name: str = DEFAULT_APP_NAME) -> None:
