@@ -162,18 +162,27 @@ def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 80
         ValueError: a bad setting, or the replicas could not load the run (the reason
             given).
     """
+    import ray
+    from ray.exceptions import RayError
+
+    from pinsage_ray.inference.model_io import run_path
     from pinsage_ray.ray_utils import init_ray, ray_console_on, route_ray_loggers
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"port={port!r}; expected an integer in 1..65535")
-    from pinsage_ray.inference.model_io import run_path
-
     app = deployment(run_dir, num_replicas=num_replicas, **options)
     app_dir = run_path(run_dir)
+    if not (ray.is_initialized() or address or os.environ.get("RAY_ADDRESS")):
+        _check_port_free(host, port)  # a new local instance: fail before starting Ray
     init_ray(address)
     if not ray_console_on():  # Serve's driver loggers, set up on import: to the log file
         route_ray_loggers()
-    serve.start(http_options={"host": host, "port": port})
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except RayError as err:  # e.g. the proxy could not bind
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise ValueError(f"Serve could not start on {host}:{port}: "
+                         f"{lines[-1] if lines else err}") from None
     try:
         serve.run(app, name=name, route_prefix=route_prefix)
     except RuntimeError as err:  # the application failed to deploy: say why in one line
@@ -182,6 +191,24 @@ def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 80
         raise ValueError(f"{app_dir}: the replicas could not load the run: {reason}") \
             from None
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ValueError when something already listens on ``host:port``."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port,
+                                                          type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ValueError(f"host={host!r}: not an address of this machine ({err})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as err:
+            raise ValueError(f"{host}:{port} cannot be listened on ({err.strerror}); choose "
+                             "another port or host") from None
 
 
 def _deploy_failure(name: str) -> str | None:
