@@ -25,8 +25,8 @@ Writes ``benchmarks/results/faults.json`` and the ``faults`` section of
 ``--groups`` runs some groups only and keeps the other groups' metrics and details from the
 existing ``faults.json`` (each group records the commit and time it ran at).
 
-    python benchmarks/bench_faults.py            # about 15-20 min on 2 busy cores
-    python benchmarks/bench_faults.py --groups injected_faults   # about 8-10 min
+    python benchmarks/bench_faults.py            # about 15 min on 2 busy cores
+    python benchmarks/bench_faults.py --groups injected_faults   # about 6-10 min
     python benchmarks/bench_faults.py --quick --in-process
 """
 
