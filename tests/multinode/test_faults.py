@@ -46,6 +46,7 @@ def test_train_worker_killed_resumes_to_the_same_model(two_workers, planted_grap
     assert out.detail["epochs"] == [1, 2, 3] and out.detail["max_state_diff"] <= 1e-6
 
 
+@pytest.mark.heavy
 def test_train_node_lost_resumes_to_the_same_model(two_workers, planted_graph,
                                                    reference_run, tmp_path):
     out = fs.train_node_lost(two_workers, planted_graph, tmp_path / "run", reference_run[0])
@@ -59,6 +60,7 @@ def test_embed_actor_killed_every_item_once(two_workers, reference_run, tmp_path
     assert out.detail["unique"] == out.detail["items"] == 400
 
 
+@pytest.mark.heavy
 def test_driver_killed_rerun_resumes(two_workers, planted_graph, reference_run, tmp_path):
     out = fs.driver_killed(two_workers, planted_graph, tmp_path / "run", reference_run[0],
                            tmp_path / "driver")
