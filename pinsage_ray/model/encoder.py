@@ -12,9 +12,10 @@ each followed by a normalisation, and trains far worse than a free embedding (do
 measures it); DGL's PinSAGE example has a similar shortcut. With ``balanced_skip`` the two
 terms are each L2-normalised before they are added, ``z_u = n(G2 ReLU(G1 h_u^(K) + g)) +
 w n(S E[id_u])`` (``w = id_weight``): the cosine of two items is then about a weighted mean of
-their convolution cosine (features and neighbours) and their id cosine, so the id vectors add what co-occurrence says
-without drowning what the features say (a free id term grows until it does: the planted
-fine/coarse oracle in docs/quality.md measures both). An id-less item keeps only the first term. Features and degrees still reach
+their convolution cosine (features and neighbours) and their id cosine, so the id vectors
+add what co-occurrence says without drowning what the features say (a free id term grows
+until it does: the planted fine/coarse oracle in docs/quality.md measures both). An id-less
+item keeps only the first term. Features and degrees still reach
 the output only through the convolutions, and an item without a trained id (cold start) gets
 no id term, exactly as in the input layer.
 
