@@ -103,21 +103,30 @@ def prepare(
     group_ids, group_codes = _encode(table.column("group"))
     n_items, n_groups = len(item_ids), len(group_ids)
     weights = (table.column("weight").to_numpy().astype(np.float64)
-               if "weight" in table.column_names else np.ones(len(table), np.float64))
+               if "weight" in table.column_names else None)  # None: every row weighs 1
     times = (table.column("timestamp").cast(pa.int64()).to_numpy()
              if "timestamp" in table.column_names else None)
+    has_times, rows_kept = times is not None, len(table)
+    # Peak memory is what limits the graph one machine can prepare (docs/scaling.md): from
+    # here on only integer codes are needed, so drop the table and every input array as soon
+    # as the next stage has what it needs.
+    del table
     edges, report = _merge_edges(item_codes, group_codes, weights, times, n_groups)
-    report["rows_read"] = len(table) + zero_rows
+    del item_codes, group_codes, weights, times
+    report["rows_read"] = rows_kept + zero_rows
     report["zero_weight_rows_dropped"] = int(zero_rows)
 
     arrays: dict[str, np.ndarray] = {}
     arrays.update(_csr("item", edges["item"], edges["group"], edges["weight"], n_items))
-    order = (np.lexsort((edges["first_row"], edges["time"], edges["group"]))
-             if times is not None else np.lexsort((edges["item"], edges["group"])))
+    # Edges are sorted by (item, group), so a stable sort by group alone orders them by
+    # (group, item); with timestamps, a group's items go in time order (input order on ties).
+    order = (np.lexsort((edges.pop("first_row"), edges["time"], edges["group"]))
+             if has_times else np.argsort(edges["group"], kind="stable"))
     arrays.update(_csr("group", edges["group"][order], edges["item"][order],
                        edges["weight"][order], n_groups))
-    if times is not None:
+    if has_times:
         arrays["group_times"] = edges["time"][order]
+    del order
     feature_dim = 0
     if feats is not None:
         arrays["item_features"] = inputs.feature_matrix(feats, item_ids, feats_origin)
@@ -136,7 +145,7 @@ def prepare(
         "num_edges": int(len(edges["item"])),
         "feature_only_items": int(feature_only),
         "feature_dim": feature_dim,
-        "has_timestamps": times is not None,
+        "has_timestamps": has_times,
         "weighted": bool(np.any(edges["weight"] != 1.0)),
         "item_id_type": str(item_ids.type),
         "group_id_type": str(group_ids.type),
@@ -179,25 +188,25 @@ def _encode(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     return uniq, codes
 
 
-def _merge_edges(items: np.ndarray, groups: np.ndarray, weights: np.ndarray,
+def _merge_edges(items: np.ndarray, groups: np.ndarray, weights: np.ndarray | None,
                  times: np.ndarray | None, n_groups: int) -> tuple[dict, dict]:
-    """Merge duplicate (item, group) rows: weights add, earliest timestamp kept."""
+    """Merge duplicate (item, group) rows: weights add (``None``: each row weighs 1), the
+    earliest timestamp is kept. Edges come out sorted by (item, group)."""
     key = items * np.int64(n_groups) + groups
     order = np.argsort(key, kind="stable")
-    key_sorted = key[order]
-    starts = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
-    w = np.add.reduceat(weights[order], starts)
-    uniq_key = key_sorted[starts]
-    edges = {
-        "item": uniq_key // n_groups,
-        "group": uniq_key % n_groups,
-        "weight": w,
-        "first_row": order[starts],  # stable sort: the first input row of each edge
-    }
-    if times is not None:
-        edges["time"] = np.minimum.reduceat(times[order], starts)
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    if weights is None:  # rows per edge
+        w = np.diff(np.append(starts, len(key))).astype(np.float32)
+    else:
+        w = np.add.reduceat(weights[order], starts).astype(np.float32)
     report = {"duplicate_rows_merged": int(len(key) - len(starts))}
-    edges["weight"] = edges["weight"].astype(np.float32)
+    key = key[starts]
+    edges = {"item": key // n_groups, "group": key % n_groups, "weight": w}
+    del key
+    if times is not None:
+        edges["first_row"] = order[starts]  # stable sort: the first input row of each edge
+        edges["time"] = np.minimum.reduceat(times[order], starts)
     return edges, report
 
 
@@ -206,8 +215,8 @@ def _csr(side: str, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
     """CSR arrays from edges already sorted by row."""
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return {f"{side}_indptr": indptr, f"{side}_indices": cols.astype(np.int64),
-            f"{side}_weights": weights.astype(np.float32)}
+    return {f"{side}_indptr": indptr, f"{side}_indices": cols.astype(np.int64, copy=False),
+            f"{side}_weights": weights.astype(np.float32, copy=False)}
 
 
 def _stats(deg: np.ndarray) -> dict[str, float]:

@@ -39,6 +39,40 @@ def test_csr_both_directions_and_merge(tmp_path):
     assert store.weighted
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_csr_equals_a_dict_reference_on_random_rows(tmp_path, weighted):
+    """Oracle: the CSR both ways equals a plain-Python merge of random rows with many
+    duplicates (unweighted: an edge weighs its row count), rows sorted by the other side."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    items, groups = rng.integers(0, 200, n), rng.integers(0, 150, n)
+    w = rng.uniform(0.1, 2.0, n).round(3) if weighted else np.ones(n)
+    cols = {"item": items * 7, "group": groups + 1000}
+    if weighted:
+        cols["weight"] = w
+    store = prepare(_ds(**cols), tmp_path / "g")
+    ref: dict[tuple[int, int], float] = {}
+    for i, g, x in zip(items.tolist(), groups.tolist(), w.tolist()):
+        ref[(i, g)] = ref.get((i, g), 0.0) + x
+    item_ids = store.item_ids.to_numpy() // 7
+    group_ids = store.group_ids.to_numpy() - 1000
+    for side, row_ids, col_ids in (("item", item_ids, group_ids), ("group", group_ids, item_ids)):
+        ip, ix, iw = (np.asarray(store.array(f"{side}_{k}")) for k in ("indptr", "indices",
+                                                                        "weights"))
+        got = {}
+        for r in range(len(row_ids)):
+            cols_r = ix[ip[r]:ip[r + 1]]
+            assert np.all(np.diff(cols_r) > 0), f"{side} row {r} not sorted or not merged"
+            for c, x in zip(cols_r.tolist(), iw[ip[r]:ip[r + 1]].tolist()):
+                key = (row_ids[r], col_ids[c]) if side == "item" else (col_ids[c], row_ids[r])
+                got[key] = x
+        assert got.keys() == ref.keys()
+        assert np.allclose([got[k] for k in ref], [ref[k] for k in ref], rtol=1e-6)
+    assert store.num_edges == len(ref)
+    assert store.manifest["report"]["duplicate_rows_merged"] == n - len(ref)
+    assert store.weighted  # unweighted duplicates merge into counts > 1
+
+
 def test_timestamps_order_group_rows_and_keep_earliest(tmp_path):
     ds = _ds(item=[1, 2, 3, 1], group=[0, 0, 0, 0], timestamp=[30, 10, 20, 5])
     store = prepare(ds, tmp_path / "g")
