@@ -6,7 +6,9 @@ A saved index is a directory::
     ids.npy         the caller's int64 ids, position i -> id   (or ``ids.parquet``, column
                     ``id``, for string ids)
     manifest.json   format_version, dim, count, space, M, ef_construction, ef, recall_at_k,
-                    k_for_recall, build_seconds, ids_file and the sha256 of both data files
+                    k_for_recall, build_seconds, search ('hnsw' or 'exact'; absent in indexes
+                    saved before exact search: 'hnsw'), ids_file and the sha256 of both
+                    data files
 
 hnswlib trusts its input file completely: a corrupted ``index.bin`` (a wrong neighbour id, a
 truncated link list) can crash the whole process at load or query time. Everything here
@@ -135,6 +137,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         )
     if manifest["space"] not in ("cosine", "ip", "l2"):
         raise IndexIntegrityError(f"{path}: unknown space {manifest['space']!r}")
+    if manifest.get("search", "hnsw") not in ("hnsw", "exact"):  # absent: saved before exact search
+        raise IndexIntegrityError(f"{path}: search {manifest['search']!r} is not 'hnsw' or 'exact'")
     if manifest["ids_file"] not in (IDS_NPY, IDS_PARQUET):
         raise IndexIntegrityError(f"{path}: ids_file {manifest['ids_file']!r} is not ids.npy/ids.parquet")
     for key in ("dim", "count", "M", "ef"):

@@ -7,9 +7,10 @@ gives better recall per query cost, and adds what a production index needs:
 
 * :func:`~pinsage_ray.index.exact.exact_topk` - brute-force top-k, the recall baseline.
 * :class:`HNSWConfig` - validated build/search settings.
-* :class:`HNSWIndex` - build with measured recall@k and automatic ``ef`` tuning, batched
-  queries that can exclude items (e.g. the query item or already-seen pins), appending
-  cold-start items, and atomic, checksummed save/load (see :mod:`._hnsw_io`).
+* :class:`HNSWIndex` - build with ``ef`` tuned on held-out queries and a timed choice
+  between HNSW and exact search (:mod:`.tuning`), batched queries that can exclude items
+  (e.g. the query item or already-seen pins), appending cold-start items, and atomic,
+  checksummed save/load (see :mod:`._hnsw_io`).
 
 Scores are always "higher = more similar": cosine similarity, inner product, or negative
 squared L2 distance.
@@ -30,12 +31,14 @@ from tqdm import tqdm  # not tqdm.auto: it warns at import in a notebook without
 from pinsage_ray.index import _hnsw_io as io
 from pinsage_ray.index._hnsw_io import IndexIntegrityError
 from pinsage_ray.index.exact import SPACES, exact_topk
+from pinsage_ray.index.tuning import SEARCH_MODES, choose_search, held_out_split, tune_ef
 
 logger = logging.getLogger(__name__)
 
 EF_LADDER = (10, 20, 40, 80, 160, 320, 640)
 
-__all__ = ["EF_LADDER", "HNSWConfig", "HNSWIndex", "IndexIntegrityError", "SPACES", "exact_topk"]
+__all__ = ["EF_LADDER", "HNSWConfig", "HNSWIndex", "IndexIntegrityError", "SEARCH_MODES", "SPACES",
+           "exact_topk"]
 
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
@@ -52,14 +55,19 @@ class HNSWConfig:
         M: graph out-degree (hnswlib ``M``); 12-48 is typical, higher = better recall, more RAM.
         ef_construction: candidate-list size while building; higher = better graph, slower build.
         ef: search candidate-list size. ``None`` tunes it at build time: the smallest value of
-            :data:`EF_LADDER` whose measured recall@``k_for_recall`` reaches ``target_recall``.
+            :data:`EF_LADDER` whose held-out recall@``k_for_recall`` reaches ``target_recall``.
         target_recall: recall the tuner aims for, in (0, 1].
-        recall_sample: number of indexed vectors used as recall queries (0 skips measuring;
-            only allowed with an explicit ``ef``).
+        recall_sample: number of vectors held out of the graph while ``ef`` is tuned and used
+            as recall queries, then inserted (at most N // 2; 0 skips measuring, only allowed
+            with an explicit ``ef``).
         k_for_recall: the k of the measured recall@k.
         seed: seeds hnswlib's level generator and the recall sample.
         num_threads: threads for building and querying (-1 = all cores). 1 gives a
             reproducible graph.
+        search: ``'auto'`` times HNSW (at the tuned ef) against exact search on the held-out
+            queries and keeps the faster, or exact search when no ef reaches
+            ``target_recall``; ``'hnsw'`` or ``'exact'`` forces one. Exact search keeps a copy
+            of the vectors in memory.
     """
 
     space: str = "cosine"
@@ -71,6 +79,7 @@ class HNSWConfig:
     k_for_recall: int = 10
     seed: int = 0
     num_threads: int = 1
+    search: str = "auto"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -92,6 +101,9 @@ class HNSWConfig:
         _check_int("seed", self.seed, 0, "use a non-negative seed such as 0")
         if self.num_threads != -1:
             _check_int("num_threads", self.num_threads, 1, "use a positive count, or -1 for all cores")
+        if self.search not in SEARCH_MODES:
+            raise ValueError(f"HNSWConfig.search must be one of {SEARCH_MODES}, got {self.search!r}; "
+                             "use 'auto' to keep the faster, 'hnsw' or 'exact' to force one")
 
 
 def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
@@ -131,21 +143,13 @@ def _normalize_ids(ids: Any, n: int) -> np.ndarray:
     return out
 
 
-def _without_self(labels: np.ndarray, scores: np.ndarray, own: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Drop each row's own position from (Q, k + 1) results and keep k columns."""
-    keep = labels != own[:, None]
-    # rows that did not return themselves drop their last column instead
-    keep[keep.all(axis=1), -1] = False
-    return labels[keep].reshape(len(labels), k), scores[keep].reshape(len(labels), k)
-
-
 class HNSWIndex:
     """HNSW index over item embeddings keyed by the caller's ids.
 
-    Positions ``0..N-1`` (insertion order) are hnswlib's labels; ``ids[position]`` is the
-    caller's id (int64 or str). Create with :meth:`build` or :meth:`load`. Not safe to
-    query concurrently with :meth:`add_items` or an ``ef`` change.
+    Positions ``0..N-1`` (the order of ``ids``) are hnswlib's labels; ``ids[position]`` is
+    the caller's id (int64 or str). Create with :meth:`build` or :meth:`load`. Queries use
+    HNSW or exact search (:attr:`search`); the graph is kept either way. Not safe to query
+    concurrently with :meth:`add_items` or an ``ef``/``search`` change.
     """
 
     def __init__(self, index: hnswlib.Index, ids: np.ndarray, manifest: dict[str, Any],
@@ -153,7 +157,11 @@ class HNSWIndex:
         self._index, self._ids, self._manifest = index, ids, manifest
         self._num_threads = num_threads
         self._pos: dict[Any, int] = {v: i for i, v in enumerate(ids.tolist())}
+        self._vectors: np.ndarray | None = None  # (N, D) copy for exact search, else None
         index.set_ef(int(manifest["ef"]))
+        if "search" not in manifest:  # written before exact search existed: HNSW
+            manifest.update(search="hnsw", hnsw_recall_at_k=manifest.get("recall_at_k"))
+        self.search = manifest["search"]
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -188,8 +196,32 @@ class HNSWIndex:
         self._index.set_ef(int(value))
 
     @property
+    def search(self) -> str:
+        """``'hnsw'`` or ``'exact'``: how :meth:`query` searches (saved with the index)."""
+        return str(self._manifest["search"])
+
+    @search.setter
+    def search(self, value: str) -> None:
+        if value not in ("hnsw", "exact"):
+            raise ValueError(f"search must be 'hnsw' or 'exact', got {value!r}")
+        # exact search scans a plain matrix: hnswlib's own copy of the vectors (for 'cosine'
+        # normalised, which leaves cosine scores unchanged)
+        self._vectors = self._stored_vectors(0) if value == "exact" else None
+        self._manifest.update(search=value, recall_at_k=1.0 if value == "exact"
+                              else self._manifest.get("hnsw_recall_at_k"))
+
+    def _stored_vectors(self, start: int) -> np.ndarray:
+        labels = np.arange(start, len(self), dtype=np.int64)
+        if not len(labels):
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+
+    @property
     def recall_at_k(self) -> float | None:
-        """Recall@k_for_recall measured at build time (None if not measured)."""
+        """Recall@k_for_recall of :meth:`query` on held-out queries, measured at build time.
+
+        1.0 for exact search; None if not measured (``recall_sample=0`` or a single item).
+        """
         return self._manifest.get("recall_at_k")
 
     @property
@@ -209,16 +241,24 @@ class HNSWIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, ids: Any, config: HNSWConfig | None = None,
               show_progress: bool = False) -> "HNSWIndex":
-        """Build the graph, measure recall@k against :func:`exact_topk` and tune ``ef``.
+        """Build the graph, tune ``ef`` on held-out queries and choose HNSW or exact search.
+
+        With ``config.recall_sample > 0`` a seeded sample of the vectors is inserted last:
+        ``ef`` is tuned with the sample as queries against the graph of all other vectors
+        (recall@k against :func:`exact_topk` over those vectors), which is the recall a query
+        that is not in the index gets; then the sample is inserted and, for
+        ``search='auto'``, both searches are timed on it (:mod:`.tuning`).
 
         Args:
             vectors: ``(N, D)`` float32 embeddings (other float dtypes are converted).
             ids: ``(N,)`` unique caller ids, integers or strings.
             config: settings; defaults to ``HNSWConfig()``.
-            show_progress: log insertion progress (INFO) in ~5% steps.
+            show_progress: show insertion progress in ~5% steps.
 
         Returns:
-            The built index; ``manifest`` holds ``ef``, ``recall_at_k`` and ``build_seconds``.
+            The built index holding all N vectors; ``manifest`` holds ``ef``, ``search``,
+            ``recall_at_k`` (held-out; 1.0 for exact search), ``hnsw_recall_at_k``,
+            ``recall_curve``, ``hnsw_qps``/``exact_qps`` and ``build_seconds``.
         """
         config = config or HNSWConfig()
         x = _as_matrix(vectors, "vectors")
@@ -228,66 +268,79 @@ class HNSWIndex:
         index.init_index(max_elements=n, M=config.M, ef_construction=config.ef_construction,
                          random_seed=config.seed)
         index.set_num_threads(config.num_threads)
-        start = time.perf_counter()
-        step = max(1000, n // 20) if show_progress else n
-        bar = tqdm(total=n, desc="HNSW index", unit="item", disable=not show_progress)
-        for lo in range(0, n, step):
-            index.add_items(x[lo : lo + step], np.arange(lo, min(lo + step, n)), config.num_threads)
-            bar.update(min(lo + step, n) - lo)
-        bar.close()
+        held, rest = held_out_split(n, config.recall_sample, config.seed)
         manifest: dict[str, Any] = {
             "format_version": io.FORMAT_VERSION, "dim": d, "count": n, "space": config.space,
             "M": int(config.M), "ef_construction": int(config.ef_construction), "seed": int(config.seed),
             "k_for_recall": int(config.k_for_recall), "target_recall": float(config.target_recall),
-            "build_seconds": time.perf_counter() - start, "ef": int(config.ef or EF_LADDER[-1]),
-            "recall_at_k": None, "recall_curve": {}, "recall_measured_at_count": None,
+            "ef": int(config.ef or EF_LADDER[-1]), "recall_at_k": None, "recall_curve": {},
+            "recall_measured_at_count": None, "recall_queries": None, "hnsw_recall_at_k": None,
+            "search_requested": config.search, "hnsw_qps": None, "exact_qps": None,
         }
         self = cls(index, ids_arr, manifest, num_threads=config.num_threads)
-        if config.recall_sample:
-            self._tune(x, config)
-        logger.info("Built HNSW index: %d x %d %s, ef=%d, recall@%d=%s, %.2fs", n, d, config.space,
-                    self.ef, config.k_for_recall, self.recall_at_k, manifest["build_seconds"])
+        start = time.perf_counter()
+        bar = tqdm(total=n, desc="HNSW index", unit="item", disable=not show_progress)
+        self._insert(x, rest, bar, show_progress)
+        manifest["build_seconds"] = time.perf_counter() - start
+        reached = True
+        if len(held):
+            reached = self._tune(x, held, rest, config)
+        elif config.ef is None:
+            logger.info("HNSW tune: %d item(s), nothing to hold out; ef=%d untuned", n, self.ef)
+        start = time.perf_counter()
+        self._insert(x, held, bar, show_progress)
+        bar.close()
+        manifest["build_seconds"] += time.perf_counter() - start
+        self._choose_search(x[held], config, reached)
+        logger.info("Built HNSW index: %d x %d %s, search=%s, ef=%d, held-out recall@%d=%s, %.2fs", n, d,
+                    config.space, self.search, self.ef, config.k_for_recall, self.recall_at_k,
+                    manifest["build_seconds"])
         return self
 
-    def _tune(self, x: np.ndarray, config: HNSWConfig) -> None:
-        """Measure recall@k on a seeded sample of indexed vectors; pick ef if not given.
+    def _insert(self, x: np.ndarray, positions: np.ndarray, bar: tqdm, show_progress: bool) -> None:
+        step = max(1000, len(x) // 20) if show_progress else max(len(positions), 1)
+        for lo in range(0, len(positions), step):
+            pos = positions[lo : lo + step]
+            self._index.add_items(x[pos], pos, self._num_threads)
+            bar.update(len(pos))
 
-        Each sampled vector queries for its k nearest *other* items (its own entry is dropped
-        from both the exact and the approximate answer): otherwise every query trivially
-        finds itself and recall is overstated, most at small ef. A returned item counts as a
-        hit if it is in the exact top-k or ties the exact k-th score (within float
-        tolerance), so duplicate embeddings do not depress recall.
+    def _tune(self, x: np.ndarray, held: np.ndarray, rest: np.ndarray, config: HNSWConfig) -> bool:
+        """Tune (or, for an explicit ef, measure) held-out recall while only ``rest`` is indexed.
+
+        Returns whether HNSW reaches ``target_recall`` (always True for an explicit ef: there
+        is no other ef to try).
         """
         start = time.perf_counter()
-        n = len(x)
-        k = min(config.k_for_recall, n)
-        rng = np.random.default_rng(config.seed)
-        sample = np.sort(rng.choice(n, size=min(config.recall_sample, n), replace=False))
-        k = min(k, n - 1) if n > 1 else k
-        truth, truth_s = _without_self(*exact_topk(x[sample], x, k + 1, config.space), sample, k)
-        kth = truth_s[:, -1:]
+        k = min(config.k_for_recall, len(rest))
         ladder = [int(config.ef)] if config.ef else sorted({max(e, k) for e in EF_LADDER})
-        chosen, curve = None, {}
-        for ef in ladder:
+
+        def knn(q: np.ndarray, kk: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
             self._index.set_ef(ef)
-            labels, scores = _without_self(*self._knn(x[sample], k + 1), sample, k)
-            hit = (labels[:, :, None] == truth[:, None, :]).any(-1)
-            hit |= scores >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
-            curve[ef] = float(hit.mean())
-            logger.debug("HNSW tune: ef=%d recall@%d=%.4f", ef, k, curve[ef])
-            if curve[ef] >= config.target_recall:
-                chosen = ef
-                break
-        if chosen is None:
-            chosen = ladder[-1]
-            if config.ef is None:
-                logger.warning("HNSW tune: no ef in %s reaches recall@%d >= %.3f (best %.4f at ef=%d); "
-                               "using ef=%d. Raise M/ef_construction for a better graph.", ladder, k,
-                               config.target_recall, curve[chosen], chosen, chosen)
-        self._manifest.update(ef=int(chosen), recall_at_k=curve[chosen], recall_measured_at_count=n,
-                              recall_curve={str(e): r for e, r in curve.items()},
-                              tune_seconds=time.perf_counter() - start)
-        self._index.set_ef(int(chosen))
+            return self._knn(q, kk)
+
+        res = tune_ef(knn, x[held], x[rest], rest, k, config.space, ladder, config.target_recall)
+        self._manifest.update(ef=res.ef, hnsw_recall_at_k=res.recall, recall_at_k=res.recall,
+                              recall_measured_at_count=len(rest), recall_queries="held_out",
+                              recall_query_count=len(held), tune_seconds=time.perf_counter() - start,
+                              recall_curve={str(e): r for e, r in res.curve.items()})
+        self._index.set_ef(res.ef)
+        return res.reached or config.ef is not None
+
+    def _choose_search(self, queries: np.ndarray, config: HNSWConfig, reached: bool) -> None:
+        """Resolve ``config.search`` (timing both on ``queries`` for 'auto') and apply it."""
+        k = min(config.k_for_recall, len(self))
+        timed = config.search == "auto" and len(queries)
+        vectors = self._stored_vectors(0) if timed else None  # what exact search would scan
+        choice = choose_search(config.search, queries, lambda q: self._knn(q, k),
+                               lambda q: exact_topk(q, vectors, k, self.space), reached)
+        self.search = choice.search
+        self._manifest.update(search_reason=choice.reason, hnsw_qps=choice.hnsw_qps,
+                              exact_qps=choice.exact_qps)
+        if not reached and choice.search == "hnsw":
+            logger.warning("HNSW tune: no ef reaches held-out recall@%d >= %.3f (best %.4f at ef=%d). "
+                           "Raise M/ef_construction for a better graph, or use search='exact'.",
+                           config.k_for_recall, config.target_recall, self._manifest["hnsw_recall_at_k"],
+                           self.ef)
 
     # ------------------------------------------------------------------ query
     def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +374,7 @@ class HNSWIndex:
 
     def query(self, vectors: np.ndarray, k: int, exclude: Sequence[Iterable[Any] | None] | Iterable[Any] | None = None,
               exclude_by: str = "id") -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-k neighbours.
+        """Top-k neighbours: approximate (HNSW) or exact, as :attr:`search` says.
 
         Args:
             vectors: ``(Q, D)`` or ``(D,)`` float32 queries.
@@ -348,7 +401,11 @@ class HNSWIndex:
         n_ex = [len(e) for e in ex] if ex else [0]
         if k > len(self) - max(n_ex):
             raise ValueError(f"k={k} exceeds the {len(self)} indexed items minus {max(n_ex)} excluded")
-        labels, scores = self._knn(q, min(len(self), k + max(n_ex)))
+        fetch = min(len(self), k + max(n_ex))
+        if self._vectors is not None:
+            labels, scores = exact_topk(q, self._vectors, fetch, self.space)
+        else:
+            labels, scores = self._knn(q, fetch)
         if ex and max(n_ex):
             mask = np.stack([np.isin(row, e) for row, e in zip(labels, ex)])
             order = np.argsort(mask, axis=1, kind="stable")  # kept (False) first, rank preserved
@@ -383,6 +440,8 @@ class HNSWIndex:
             self._index.resize_index(max(n + len(x), int(self._index.get_max_elements() * 1.5)))
         self._index.add_items(x, np.arange(n, n + len(x)), self._num_threads)
         self._ids = np.concatenate([self._ids, new])
+        if self._vectors is not None:  # exact search scans these too
+            self._vectors = np.concatenate([self._vectors, self._stored_vectors(n)])
         self._pos.update((v, n + i) for i, v in enumerate(new.tolist()))
         self._manifest["count"] = len(self._ids)
         logger.info("HNSW add_items: %d new items, %d total", len(x), len(self))
@@ -409,7 +468,8 @@ class HNSWIndex:
         logger.info("Saved HNSW index (%d items) to %s", len(self), path)
 
     @classmethod
-    def load(cls, path: str | Path, ef: int | None = None, num_threads: int = 1) -> "HNSWIndex":
+    def load(cls, path: str | Path, ef: int | None = None, num_threads: int = 1,
+             search: str | None = None) -> "HNSWIndex":
         """Load and verify a directory written by :meth:`save`.
 
         Args:
@@ -417,6 +477,8 @@ class HNSWIndex:
                 temp dir, verified and loaded there, then the copy is removed).
             ef: search ef to apply (hnswlib does not persist it); default: the manifest's ef.
             num_threads: query threads (-1 = all cores).
+            search: ``'hnsw'`` or ``'exact'`` to override the saved choice; default: the
+                manifest's (``'hnsw'`` for indexes saved before exact search existed).
 
         Raises:
             FileNotFoundError: ``path`` is not a directory.
@@ -424,9 +486,11 @@ class HNSWIndex:
                 structurally invalid ``index.bin``, or dim/count/ids inconsistencies. The
                 corrupted file is never handed to hnswlib.
         """
+        if search not in (None, "hnsw", "exact"):
+            raise ValueError(f"search must be 'hnsw', 'exact' or None (the saved choice), got {search!r}")
         if io.is_uri(path):  # hnswlib reads local files: download, load into memory, drop
             with io.downloaded_index_dir(str(path)) as local:
-                return cls.load(local, ef=ef, num_threads=num_threads)
+                return cls.load(local, ef=ef, num_threads=num_threads, search=search)
         directory = Path(path)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory} is not a directory; nothing to load")
@@ -446,5 +510,8 @@ class HNSWIndex:
         if ef is not None:
             _check_int("ef", ef, 1, "e.g. 64, or None for the manifest's ef")
             manifest["ef"] = int(ef)
+        if search is not None:
+            manifest.setdefault("hnsw_recall_at_k", manifest.get("recall_at_k"))
+            manifest["search"] = search
         index.set_num_threads(num_threads)
         return cls(index, ids, manifest, num_threads=num_threads)
