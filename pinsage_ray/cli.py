@@ -299,6 +299,9 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--ef", type=int, default=None, help="default: smallest with recall >= target")
     p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument("--search", choices=["auto", "hnsw", "exact"], default="auto",
+                   help="auto (default): exact search where it is faster than HNSW or HNSW "
+                   "cannot reach the target recall")
 
 
 @command("index", _index_args)
@@ -310,7 +313,7 @@ def _index(args: argparse.Namespace) -> int:
     from pinsage_ray.recommender import build_index
 
     cfg = HNSWConfig(space=args.space, M=args.M, ef_construction=args.ef_construction,
-                     ef=args.ef, target_recall=args.target_recall)
+                     ef=args.ef, target_recall=args.target_recall, search=args.search)
     index = build_index(args.run_dir, cfg, show_progress=True)
     print(index_summary(index, run_path(args.run_dir, "index"), args.run_dir, args.log_handler))
     return 0

@@ -264,12 +264,18 @@ def embed_summary(res, run_dir: str, file: DeferredFileHandler | None) -> str:
 def index_summary(index, path: str, run_dir: str, file: DeferredFileHandler | None) -> str:
     """What ``pinsage-ray index`` built and the next command (with a real item id)."""
     m = index.manifest
-    recall = m.get("recall_at_k")
+    recall = m.get("hnsw_recall_at_k", m.get("recall_at_k"))
     example = index.ids[0].item() if hasattr(index.ids[0], "item") else index.ids[0]
+    hnsw = (f"held-out recall@{m.get('k_for_recall', 10)} {recall:.3f} against exact search"
+            if recall is not None else "")
+    if getattr(index, "search", "hnsw") == "exact":
+        qps = (f"; exact {m['exact_qps']:.0f} vs HNSW {m['hnsw_qps']:.0f} QPS" if m.get("exact_qps") else "")
+        how = (f"exact search ({m.get('search_reason', 'chosen')}{qps}; HNSW {hnsw or 'recall not measured'}"
+               f" at ef={index.ef})")
+    else:
+        how = f"HNSW search, ef={index.ef}" + (f", {hnsw}" if hnsw else "")
     return "\n".join([
-        f"index: {len(index)} items, {m.get('space')} space, ef={index.ef}"
-        + (f", recall@{m.get('k_for_recall', 10)} {recall:.3f} against exact search"
-           if recall is not None else "")
+        f"index: {len(index)} items, {m.get('space')} space, {how}"
         + f", built in {m.get('build_seconds', 0.0):.1f}s",
         f"  index: {path}",
         f"  logs:  {where_logs_are(file)}",

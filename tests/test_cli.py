@@ -92,3 +92,23 @@ def test_presets():
         TrainConfig.preset("items", group_queries=1.5)
     with pytest.raises(ValueError, match="id_dropout=1.0"):
         TrainConfig(id_dropout=1.0)
+
+
+def test_index_search_flag_reaches_the_index(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    import pinsage_ray.inference.pipeline as pipeline
+    from pinsage_ray.index import HNSWIndex
+
+    emb = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    monkeypatch.setattr(pipeline, "load_embeddings", lambda run_dir: (pa.array(range(300)), emb))
+    for mode in ("exact", "hnsw"):
+        run = tmp_path / mode
+        assert main(["index", str(run), "--search", mode]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"index: 300 items, cosine space, {mode if mode == 'exact' else 'HNSW'} search")
+        assert "held-out recall@10" in out and f"next: pinsage-ray recommend {run} --item 0" in out
+        assert HNSWIndex.load(run / "index").search == mode
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["index", "r", "--search", "fast"])
+    assert build_parser().parse_args(["index", "r"]).search == "auto"

@@ -155,7 +155,7 @@ def choose_search(requested: str, queries: np.ndarray, run_hnsw: Callable[[np.nd
 def _choose(requested: str, queries: np.ndarray, run_hnsw: Callable[[np.ndarray], object],
             run_exact: Callable[[np.ndarray], object], hnsw_reaches_target: bool) -> SearchChoice:
     if requested != "auto":
-        return SearchChoice(requested, "forced by HNSWConfig.search")
+        return SearchChoice(requested, f"forced by search={requested!r}")
     if len(queries) == 0:
         return SearchChoice("hnsw", "nothing held out to time (recall_sample=0 or 1 item)")
     batch = queries[:TIMING_QUERIES]
@@ -167,5 +167,5 @@ def _choose(requested: str, queries: np.ndarray, run_hnsw: Callable[[np.ndarray]
         reason = "HNSW reaches target_recall at no ef of the ladder"
         return SearchChoice("exact", reason, hnsw_qps, exact_qps)
     if exact_qps >= hnsw_qps:
-        return SearchChoice("exact", "exact search is faster", hnsw_qps, exact_qps)
-    return SearchChoice("hnsw", "HNSW is faster", hnsw_qps, exact_qps)
+        return SearchChoice("exact", "faster than HNSW", hnsw_qps, exact_qps)
+    return SearchChoice("hnsw", "faster than exact search", hnsw_qps, exact_qps)
