@@ -15,9 +15,11 @@ into ``--cache-dir``) and on Gowalla's training split (no features: id embedding
   neighbour; batches of 1 item (per-request serving) and of 64; items/s, the ratio
   layer-wise / recursive, and the node computations each method does per item;
 * the **HNSW index** (``HNSWIndex.build(..., HNSWConfig())``) on the embeddings of all items
-  but ``--queries`` held-out ones: build seconds, the tuned ``ef``, recall@10 (from the build
-  manifest and re-measured on the held-out queries) and single-thread QPS against exact search
-  (``exact_topk``, chunked torch matmul, one thread) on the same queries.
+  but ``--queries`` held-out ones: build seconds, the tuned ``ef``, the search the build chose
+  (``search='auto'``: HNSW, or exact search where that is faster or HNSW misses the target),
+  recall@10 (from the build manifest, itself measured on queries held out of the graph, and
+  re-measured here on the held-out queries) and single-thread QPS of ``index.query`` against
+  exact search (``exact_topk``, chunked torch matmul, one thread) on the same queries.
 
 The model is an *untrained* ``PinSageEncoder`` (K = 2, hidden = embedding = 64): weights do not
 change the cost of inference. Writes ``benchmarks/results/inference.json`` and the
@@ -325,9 +327,10 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace, 
     index = HNSWIndex.build(base, keep, HNSWConfig())
     build_wall = time.perf_counter() - t0
     man = index.manifest
-    log.info("[%s]   built in %.1f s (insert %.1f s, tune %.1f s): ef=%d, manifest recall@10 "
-             "%.4f", label, build_wall, man["build_seconds"], man.get("tune_seconds", 0.0),
-             man["ef"], man["recall_at_k"])
+    log.info("[%s]   built in %.1f s (insert %.1f s, tune %.1f s): search=%s (%s), ef=%d, "
+             "manifest recall@10 %.4f (HNSW %.4f)", label, build_wall, man["build_seconds"],
+             man.get("tune_seconds", 0.0), man["search"], man.get("search_reason"), man["ef"],
+             man["recall_at_k"], man["hnsw_recall_at_k"])
 
     hres: dict[str, Any] = {}
 
@@ -357,6 +360,7 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace, 
     from pinsage_ray.index import EF_LADDER
 
     chosen_ef, sweep, ef_target = int(man["ef"]), {}, None
+    index.search = "hnsw"  # the sweep is of HNSW, whichever search the build chose
     for ef in sorted({max(e, 10) for e in EF_LADDER}):
         index.ef = ef
         got: dict[str, Any] = {}
@@ -373,7 +377,7 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace, 
             ef_target = ef
         if r >= 0.99:
             break
-    index.ef = chosen_ef
+    index.ef, index.search = chosen_ef, man["search"]
     log.info("[%s]   held-out ef sweep: %s", label, {e: (round(v["recall_at_10"], 3),
                                                          round(v["qps_vs_exact"])) for e, v in
                                                      sweep.items()})
@@ -382,15 +386,21 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace, 
                                                   "target_recall", "seed")},
                    "build_wall_seconds": build_wall, "insert_seconds": man["build_seconds"],
                    "tune_seconds": man.get("tune_seconds"), "ef": man["ef"],
+                   "search": man["search"], "search_reason": man.get("search_reason"),
+                   "build_hnsw_qps": man.get("hnsw_qps"), "build_exact_qps": man.get("exact_qps"),
+                   "recall_queries": man.get("recall_queries"),
                    "recall_at_10_manifest": man["recall_at_k"],
+                   "recall_at_10_manifest_hnsw": man["hnsw_recall_at_k"],
                    "recall_curve": man["recall_curve"],
                    "recall_at_10_heldout_1000": rec, "recall_at_10_heldout_all": rec_all,
                    "hnsw_query_seconds": h_times, "exact_query_seconds": e_times,
                    "exact_runs": e_rep, "exact_queries": qe, "hnsw_qps": hq, "exact_qps": eq,
                    "build_runs": 1, "heldout_ef_sweep": sweep,
                    "heldout_ef_for_recall_095": ef_target}
-    log.info("[%s]   recall@10 %.4f on %d held-out queries (%.4f on all %d); QPS hnsw %.0f, "
-             "exact %.1f, ratio %.0f", label, rec, n_recall, rec_all, q, hq, eq, hq / eq)
+    ex["index_search"] = man["search"]  # which search `auto` chose
+    log.info("[%s]   recall@10 %.4f on %d held-out queries (%.4f on all %d); QPS index (%s) "
+             "%.0f, exact %.1f, ratio %.1f", label, rec, n_recall, rec_all, q, man["search"], hq, eq,
+             hq / eq)
     metrics += [
         metric(f"index_build_seconds{suffix}", build_wall, "s", higher_is_better=False),
         metric(f"index_ef{suffix}", man["ef"], "ef", higher_is_better=False),
@@ -495,9 +505,10 @@ def _index_rows(extra: dict) -> list[list[str]]:
             continue
         ix = ex["index"]
         rows.append([label, f"{ix['indexed']:,}", f"{ix['build_wall_seconds']:.1f}",
-                     str(ix["ef"]), f"{ix['recall_at_10_manifest']:.4f}",
+                     ix.get("search", "hnsw"), str(ix["ef"]),
+                     f"{ix.get('recall_at_10_manifest_hnsw', ix['recall_at_10_manifest']):.4f}",
                      f"{ix['recall_at_10_heldout_1000']:.4f}", fmt_value(ix["hnsw_qps"]),
-                     fmt_value(ix["exact_qps"]), f"{ix['hnsw_qps'] / ix['exact_qps']:.0f}x",
+                     fmt_value(ix["exact_qps"]), f"{ix['hnsw_qps'] / ix['exact_qps']:.1f}x",
                      _sweep_text(ix)])
     return rows
 
@@ -543,18 +554,19 @@ def markdown(metrics: list, machine: dict, extra: dict) -> str:
                        _detail_rows(extra)),
         "",
         f"Index: `HNSWIndex.build` with `HNSWConfig()` defaults (cosine, M = 16, "
-        f"ef_construction = 200, ef tuned for recall@10 >= 0.95, one thread) on all items "
-        f"but {a['queries']:,} held out at random (fewer on small graphs: 10% of items); "
-        "built once. Recall@10 is from the build manifest (indexed vectors as queries) and "
-        "re-measured on 1,000 of the held-out items against `exact_topk`; QPS: HNSW "
-        "`query(k=10)` on all held-out queries vs `exact_topk` (chunked torch matmul) on "
+        f"ef_construction = 200, ef tuned for held-out recall@10 >= 0.95, `search='auto'`, "
+        f"one thread) on all items but {a['queries']:,} held out at random (fewer on small "
+        "graphs: 10% of items); built once. The build tunes ef on a sample it holds out of "
+        "the graph until tuned (its manifest recall, HNSW's at the chosen ef) and then "
+        "chooses HNSW or exact search, whichever is faster (exact also when HNSW misses the "
+        "target). Recall@10 is re-measured on 1,000 of the bench's held-out items against "
+        "`exact_topk`; QPS: the index's `query(k=10)` (in the chosen search; recall 1 and "
+        "ratio ~1 for exact) on all held-out queries vs `exact_topk` (chunked torch matmul) on "
         f"the first {a['exact_queries']:,} of them (QPS is per query, the cost of each is the "
-        "same), both on one thread. The manifest's recall uses indexed vectors as queries "
-        "(each finds itself), so it is optimistic for new queries; the last column re-tunes "
-        "ef on the held-out queries (`*_heldout_ef` metrics: the smallest ladder ef reaching "
-        "0.95).",
+        "same), both on one thread. The last column sweeps HNSW's ef on the held-out queries "
+        "(`*_heldout_ef` metrics: the smallest ladder ef reaching 0.95).",
         "",
-        markdown_table(["graph", "indexed", "build s", "ef", "recall@10 (manifest)",
+        markdown_table(["graph", "indexed", "build s", "search", "ef", "HNSW recall@10 (manifest)",
                         "recall@10 (held-out)", "HNSW QPS", "exact QPS", "ratio",
                         "held-out sweep: ef -> recall@10 / QPS ratio"],
                        _index_rows(extra)),
