@@ -1,8 +1,9 @@
 """The user-facing recommender: related items and group recommendations from a trained run.
 
 ``build_index(run_dir)`` puts the item embeddings of ``run_dir/embeddings`` into an HNSW index
-(``run_dir/index``, recall@10 measured against exact search at build time, ``ef`` chosen for
-recall >= 0.95). :class:`Recommender` loads both and answers in *original* item ids:
+(``run_dir/index``: ``ef`` chosen for recall@10 >= 0.95 on queries held out of the graph, and
+exact search used instead where it is faster; :mod:`pinsage_ray.index.tuning`).
+:class:`Recommender` loads both and answers in *original* item ids:
 
 * ``similar_items(item, k)``: nearest items by cosine similarity (the item itself excluded);
 * ``recommend_for_group(items, k)``: a group's (board's, user's, session's) items are pooled
@@ -43,8 +44,8 @@ def build_index(run_dir: str | os.PathLike, config: Any = None, *,
     index = HNSWIndex.build(emb, ids.to_numpy(zero_copy_only=False), config or HNSWConfig(),
                             show_progress=show_progress)
     index.save(run_path(run_dir, "index"))
-    logger.info("index: %d items, ef=%d, recall@10=%.3f", len(index), index.ef,
-                index.recall_at_k or float("nan"))
+    logger.info("index: %d items, %s search, ef=%d, recall@10=%.3f", len(index), index.search,
+                index.ef, index.recall_at_k or float("nan"))
     return index
 
 
