@@ -177,6 +177,15 @@ def peak_rss_bytes() -> dict[str, int]:
             "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale}
 
 
+# --------------------------------------------------------------------------- logging
+def setup_logging() -> None:
+    """INFO lines with a clock to stderr: every benchmark logs its progress the same way."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+
+
 # --------------------------------------------------------------------------- timing
 def median_of(fn: Callable[[], Any], repeats: int = 3, *,
               warmup: int = 0) -> tuple[float, list[float]]:

@@ -54,7 +54,7 @@ from typing import Any  # noqa: E402
 import _fault_fixtures as fixtures  # noqa: E402
 import faults_catalogue  # noqa: E402
 from _common import (REPO, RESULTS_DIR, load_note, machine_info, markdown_table,  # noqa: E402
-                     metric, metrics_table, publish)
+                     metric, metrics_table, publish, setup_logging)
 
 NAME = "faults"
 log = logging.getLogger("bench_faults")
@@ -227,8 +227,7 @@ def _previous(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = parse_args(argv)
     machine = machine_info()
     t0 = time.perf_counter()

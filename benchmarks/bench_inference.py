@@ -54,7 +54,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import (publish, REPO, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes)
+                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
+                     setup_logging)
 from bench_walks import TreeMemory, _build_gowalla, _write_build_info, ensure_graph  # noqa: E402
 
 NAME = "inference"
@@ -180,7 +181,7 @@ def recall_at_k(found: np.ndarray, found_s: np.ndarray, truth: np.ndarray,
 
 
 def write_run_dir(run_dir: Path, encoder: Any, graph: Path, nb: Any, num_walks: int,
-                  seed: int) -> None:
+                  seed: int, top_t: int = TOP_T) -> None:
     """A run directory as ``train`` leaves it (model/), plus the neighbourhood table that
     ``embed`` would compute, so that the Ray path is timed without the walks."""
     import pyarrow as pa
@@ -196,7 +197,7 @@ def write_run_dir(run_dir: Path, encoder: Any, graph: Path, nb: Any, num_walks: 
     model_dir = run_dir / "model"
     model_dir.mkdir(parents=True)
     torch.save(encoder.state_dict(), model_dir / "model.pt")
-    nc = NeighborConfig(num_walks=num_walks, **NEIGHBORS)
+    nc = NeighborConfig(num_walks=num_walks, **{**NEIGHBORS, "top_t": top_t})
     tc = TrainConfig(hidden_dim=HIDDEN, embedding_dim=EMB_DIM, num_layers=NUM_LAYERS,
                      neighbors=nc)
     (model_dir / "model.json").write_text(json.dumps(
@@ -648,8 +649,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = parse_args(argv)
     machine = machine_info()
     tree = TreeMemory()

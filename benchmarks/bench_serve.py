@@ -52,8 +52,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import (REPO, finish_machine, load_average, load_note,  # noqa: E402
-                     machine_info, markdown_table, metric, metrics_table, publish)
+from _common import (REPO, finish_machine, load_average, load_note, machine_info,  # noqa: E402
+                     markdown_table, metric, metrics_table, publish, setup_logging)
 
 NAME = "serve"
 APP = "bench-serve"
@@ -493,8 +493,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = parse_args(argv)
     t0 = time.perf_counter()
     run = build_run(Path(args.cache_dir), args.items, args.groups, args.seed)  # before timing

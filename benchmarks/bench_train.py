@@ -64,7 +64,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _common import (publish, REPO, finish_machine, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes)
+                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
+                     setup_logging)
 from bench_walks import _write_build_info  # noqa: E402
 from bench_walks import ensure_graph as _ensure_graph  # noqa: E402
 
@@ -695,8 +696,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = parse_args(argv)
     machine = machine_info()
     t_start = time.perf_counter()

@@ -49,9 +49,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, RESULTS_DIR, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
-                     median_of, metric, metrics_table, peak_rss_bytes, update_results_md,
-                     write_results)
+from _common import (publish, REPO, RESULTS_DIR, finish_machine, fmt_value, load_note,  # noqa: E402
+                     machine_info, median_of, metric, metrics_table, peak_rss_bytes,
+                     update_results_md, write_results, setup_logging)
 
 NAME = "walks"
 log = logging.getLogger("bench_walks")
@@ -464,8 +464,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     args = parse_args(argv)
     if args.render_only:
         return render_only(args)
