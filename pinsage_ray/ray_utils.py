@@ -143,6 +143,23 @@ def ray_logs_dir() -> str | None:
     return os.path.join(session, "logs") if session else None
 
 
+def resource_share(resource: str, count: int) -> dict[str, float]:
+    """``{resource: x}`` so that ``count`` actors spread over the nodes that advertise
+    ``resource`` (``cluster.yaml``'s custom resources), or ``{}`` when none does.
+
+    With at least ``count`` units each actor asks for one (one per node); with fewer,
+    ``1 / ceil(count / units)``, so they pack evenly onto the nodes that have them.
+    """
+    import math
+
+    import ray
+
+    units = int(ray.cluster_resources().get(resource, 0))
+    if units < 1:
+        return {}
+    return {resource: 1.0 / math.ceil(count / units)}
+
+
 def torch_trainer_class() -> type:
     """Ray Train's ``TorchTrainer``, without the placement-group cleaner where it cannot work.
 

@@ -37,7 +37,6 @@ restart and prints an error line on the driver's terminal when it sees one.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import uuid
@@ -48,6 +47,7 @@ import ray
 
 from pinsage_ray.graph.partition import PartitionBook
 from pinsage_ray.graph.store import GraphStore
+from pinsage_ray.ray_utils import resource_share
 from pinsage_ray.sampling.api import Reducer, WalkService, assemble, chunks
 from pinsage_ray.sampling.shard import GraphShard, Walkers, WalkSpec, route
 
@@ -71,12 +71,7 @@ def default_shard_resources(num_shards: int) -> dict[str, float]:
     With at least ``num_shards`` units each shard asks for one (one shard per node); with fewer,
     ``1 / ceil(num_shards / units)``, so the shards pack evenly onto the nodes that have them.
     """
-    import ray
-
-    units = int(ray.cluster_resources().get(SHARD_RESOURCE, 0))
-    if units < 1:
-        return {}
-    return {SHARD_RESOURCE: 1.0 / math.ceil(num_shards / units)}
+    return resource_share(SHARD_RESOURCE, num_shards)
 
 
 def _is_lost(err: BaseException) -> bool:

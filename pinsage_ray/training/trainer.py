@@ -63,6 +63,22 @@ class TrainResult:
     best: dict[str, Any]
 
 
+#: Custom resource of the nodes meant for training workers (``cluster.yaml``: ``gpu_worker``).
+TRAINER_RESOURCE = "pinsage_trainer"
+
+
+def train_worker_resources(num_workers: int, use_gpu: bool) -> dict[str, float] | None:
+    """Resources of one Ray Train worker: one CPU (or one GPU) plus a share of
+    ``pinsage_trainer`` when the cluster advertises it, so the workers land on the trainer
+    nodes and not on the shard nodes; ``None`` (Ray Train's default) when no node does."""
+    from pinsage_ray.ray_utils import resource_share
+
+    share = resource_share(TRAINER_RESOURCE, num_workers)
+    if not share:
+        return None
+    return {"GPU": 1.0, **share} if use_gpu else {"CPU": 1.0, **share}
+
+
 def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
     """The encoder's configuration; ``id_skip=None`` resolves to 'whenever ids are learned'."""
     mc = ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
@@ -152,7 +168,9 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
                             show=show_progress) as loop_config["progress"]:
             trainer = torch_trainer_class()(
                 train_loop, train_loop_config=loop_config,
-                scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+                scaling_config=ScalingConfig(
+                    num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                    resources_per_worker=train_worker_resources(cfg.num_workers, cfg.use_gpu)),
                 run_config=RunConfig(
                     name="train", storage_path=run_uri,
                     failure_config=FailureConfig(max_failures=cfg.max_failures),
