@@ -37,15 +37,22 @@ def data_dir() -> Path:
     return path
 
 
-def start_local_ray() -> None:
-    """The tests' local Ray instance (2 CPUs, a 400 MiB object store, no progress bars)."""
+def start_local_ray(**kwargs) -> None:
+    """The tests' local Ray instance (2 CPUs, a 400 MiB object store, no progress bars).
+
+    No dashboard: it starts a dozen processes and doubles Ray's start-up (4-5 s here) and no
+    test asks Ray's state API (Ray Train's placement-group cleaner, which would, is left out
+    without one: ``pinsage_ray.ray_utils.torch_trainer_class``). The CLI tests start Ray with
+    the product's defaults in their own processes. ``kwargs`` go to ``init_ray``
+    (``runtime_env`` for the S3 tests).
+    """
     import ray
 
     from pinsage_ray.ray_utils import init_ray
 
     if ray.is_initialized():
         ray.shutdown()
-    init_ray(num_cpus=2, object_store_memory=400 * 2**20)
+    init_ray(num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False, **kwargs)
     try:
         from ray.data import DataContext
 
