@@ -55,10 +55,14 @@ def small_ray_env() -> dict[str, str]:
 
     ``RAY_AUTH_MODE=token`` in every process: `ray start` turns token auth on by default,
     while `ray job submit` sends the token (``~/.ray/auth_token``) only in token mode.
+    ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0``: on SIGTERM, `ray start --block` otherwise
+    drains the node for up to 30 s once a job has run (for Serve proxies on Kubernetes), which
+    outlasted :func:`stop_head`'s 15 s wait every time.
     """
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_memory_monitor_refresh_ms": "0", "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60"}
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_memory_monitor_refresh_ms": "0",
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
