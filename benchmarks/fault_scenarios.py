@@ -85,13 +85,14 @@ class LocalCluster:
     def address(self) -> str:
         return self.cluster.address
 
-    def connect(self) -> None:
-        """Make this process a driver of the cluster (as ``pinsage-ray ... --address``)."""
+    def connect(self, **kwargs: Any) -> None:
+        """Make this process a driver of the cluster (as ``pinsage-ray ... --address``);
+        ``kwargs`` go to ``ray.init`` (a job ``runtime_env``, say)."""
         import ray.data
 
         from pinsage_ray.ray_utils import init_ray
 
-        init_ray(self.address)
+        init_ray(self.address, **kwargs)
         ray.data.DataContext.get_current().enable_progress_bars = False
 
     def worker_ids(self) -> set[str]:
@@ -318,12 +319,18 @@ def fault_train_config() -> Any:
                        neighbors={"num_walks": 20, "top_t": 5})
 
 
-def train_worker_nodes() -> dict[str, str]:
-    """Ray Train worker actors ever started on the cluster: actor id -> node id."""
+def actor_nodes(class_name_part: str) -> dict[str, str]:
+    """Actors ever started on the cluster whose class name contains ``class_name_part``
+    (dead ones included): actor id -> node id."""
     from ray._private import state
 
     return {aid: a["Address"]["NodeID"] for aid, a in state.actors().items()
-            if "RayTrainWorker" in a["ActorClassName"]}
+            if class_name_part in a["ActorClassName"]}
+
+
+def train_worker_nodes() -> dict[str, str]:
+    """Ray Train worker actors ever started on the cluster: actor id -> node id."""
+    return actor_nodes("RayTrainWorker")
 
 
 def checkpoints(run: Path) -> list[Path]:

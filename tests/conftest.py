@@ -8,6 +8,13 @@ and may kill workers, and Train's health-check poll slows every report.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
@@ -79,6 +86,112 @@ def ray_session():
     start_local_ray()
     yield ray
     ray.shutdown()
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> str:
+    """A local S3-compatible HTTP server (moto's server mode, the ``test`` extra) on
+    127.0.0.1 for the rest of the session; its URL. Started by the first test that needs it
+    (about 3 s); each module gets its own bucket (:func:`s3_server`)."""
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    if moto is None:
+        pytest.skip('moto_server not installed (pip install "pinsage-ray[test]")')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def s3_server(moto_endpoint, request):
+    """A bucket of its own for this module on the moto server, with the AWS variables that
+    point pyarrow's S3 filesystem (and boto3) at it set while the module runs.
+
+    Yields ``(s3://BUCKET, env)``: Ray worker processes see ``env`` only when the driver
+    passes it on (``runtime_env={"env_vars": env}``), since Ray started earlier.
+    """
+    import boto3
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": moto_endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+    bucket = "pinsage-" + re.sub(r"[^a-z0-9]+", "-", request.module.__name__.lower()).strip("-")
+    bucket = bucket[:63].rstrip("-")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}", env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tmp_path_factory) -> dict[str, str]:
+    """Input files of a tiny synthetic dataset (300 items, 240 groups, 4 communities, 8-d
+    features) for the tests that run every stage: ``interactions`` and ``item_features``."""
+    from pinsage_ray.data import SyntheticConfig, write_synthetic
+
+    data = tmp_path_factory.mktemp("tiny") / "synth"
+    write_synthetic(SyntheticConfig(num_items=300, num_groups=240, num_communities=4,
+                                    feature_dim=8, seed=0), data)
+    return {"interactions": str(data / "interactions.parquet"),
+            "item_features": str(data / "item_features.parquet")}
+
+
+@pytest.fixture(scope="session")
+def tiny_train_config():
+    """``config(num_workers)``: one epoch of 3 batches, the least training that runs every
+    part of ``train`` (pairs, producers, Ray Train, a checkpoint, ``model/``)."""
+    def config(num_workers: int = 1):
+        from pinsage_ray.training import TrainConfig
+
+        return TrainConfig(num_epochs=1, num_workers=num_workers, batch_size=32,
+                           batches_per_epoch=3, num_shared_negatives=32, lr=3e-3,
+                           val_fraction=0.1, seed=1, neighbors={"num_walks": 20, "top_t": 8})
+
+    return config
+
+
+@pytest.fixture(scope="session")
+def s3_listing():
+    """``listing(uri)``: the relative paths of every file below ``uri`` (any filesystem)."""
+    def listing(uri: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        from pinsage_ray import _io
+
+        fs, path = _io.resolve(uri)
+        return sorted(i.path[len(path) + 1:] for i in fs.get_file_info(
+            pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File)
+
+    return listing
 
 
 @pytest.fixture(scope="session")

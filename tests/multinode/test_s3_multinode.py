@@ -1,0 +1,73 @@
+"""The S3 path on the multi-node cluster (issue 12, part 4): ``prepare`` to ``s3://``, ``train``
+with an ``s3://`` run directory, ``embed``, ``build_index`` and ``Recommender.load`` from
+``s3://``, against the moto server of ``tests/conftest.py``, with the work on the worker nodes.
+
+The cluster's nodes started before the moto server, so their processes do not inherit the AWS
+variables; the driver reconnects with them as the job's ``runtime_env`` (on a real cluster,
+instance profiles or the job's ``runtime_env`` do this), which every worker process of the job
+gets on any node: Ray Train workers (one per worker node: the head has no CPU) write their
+checkpoints there, and the Ray Data inference actors read the graph and the model from there.
+``tests/test_s3.py`` checks the same path on one node, with an index corrupted on S3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fault_scenarios as fs
+from pinsage_ray import (GraphStore, Recommender, build_index, embed, load_embeddings, prepare,
+                         train)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.multinode]
+
+
+@pytest.fixture
+def s3_cluster(two_workers, s3_server):
+    """The cluster, its driver reconnected with the AWS variables in the job's
+    ``runtime_env``; reconnected without them afterwards."""
+    import ray
+
+    _, env = s3_server
+    ray.shutdown()
+    two_workers.connect(runtime_env={"env_vars": env})
+    try:
+        yield two_workers
+    finally:
+        ray.shutdown()
+        two_workers.connect()
+
+
+def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inputs,
+                                     tiny_train_config):
+    root, _ = s3_server
+    graph, run = f"{root}/graph", f"{root}/runs/multinode"
+    prepare(tiny_inputs["interactions"], graph, item_features=tiny_inputs["item_features"])
+    assert "manifest.json" in s3_listing(graph) and GraphStore(graph).num_items == 300
+
+    # two Train workers, one per worker node; walks in their producers (no shard actors)
+    workers_before = fs.train_worker_nodes()
+    result = train(graph, tiny_train_config(num_workers=2), run)
+    workers = [n for a, n in fs.train_worker_nodes().items() if a not in workers_before]
+    assert sorted(workers) == sorted(s3_cluster.worker_ids())
+    assert [m["epoch"] for m in result.history] == [1] and np.isfinite(result.best["loss"])
+    files = s3_listing(run)
+    assert "run.json" in files and "model/model.json" in files
+    assert any(p.startswith("train/checkpoint_") for p in files)  # written from the workers
+
+    # Ray Data: the inference actor (0.5 CPU) and the read tasks can only run on worker nodes
+    actors_before = fs.actor_nodes("MapWorker")
+    emb = embed(run, mode="ray", batch_size=100, num_actors=1)
+    embed_nodes = {n for a, n in fs.actor_nodes("MapWorker").items() if a not in actors_before}
+    assert embed_nodes and embed_nodes <= s3_cluster.worker_ids(), embed_nodes
+    assert emb.mode == "ray" and emb.count == 300 and emb.path.startswith("s3://")
+    ids, vectors = load_embeddings(run)
+    assert len(set(ids.to_pylist())) == 300 and np.isfinite(vectors).all()
+
+    build_index(run)
+    assert {"index/index.bin", "index/manifest.json"} <= set(s3_listing(run))
+    assert not any(".tmp-" in p for p in s3_listing(root))
+    rec = Recommender.load(run)
+    item = ids[0].as_py()
+    related = rec.similar_items(item, k=5)
+    assert len(rec.index) == 300 and len(related) == 5 and item not in [i for i, _ in related]
