@@ -33,7 +33,9 @@ def test_walk_node_lost_and_replaced(two_workers, planted_graph):
 
 
 def test_walk_node_lost_without_capacity(two_workers, planted_graph):
-    out = fs.walk_node_no_capacity(two_workers, planted_graph, recovery_s=10.0)
+    # 5 s of waiting for the lost shard is enough to show the error comes when it should
+    # (bench_faults waits the default 10 s)
+    out = fs.walk_node_no_capacity(two_workers, planted_graph, recovery_s=5.0)
     _check(out)
     assert "ShardUnavailableError" in out.detail["error"]
     assert "shard 0 of 2" in out.detail["error"]
