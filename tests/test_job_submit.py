@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +39,10 @@ if Path(sys.prefix).resolve().is_relative_to(REPO):
     EXCLUDES.append(Path(sys.prefix).resolve().relative_to(REPO).as_posix())
 
 
+#: the local head's token (see :func:`small_ray_env`)
+AUTH_TOKEN = secrets.token_hex(32)
+
+
 def free_ports(count: int) -> list[int]:
     """Ports that were free a moment ago (bound together so they are distinct)."""
     socks = [socket.socket() for _ in range(count)]
@@ -54,12 +59,15 @@ def small_ray_env() -> dict[str, str]:
     """Environment for a Ray head on a busy 2-core machine (see RAY_NOTES.md).
 
     ``RAY_AUTH_MODE=token`` in every process: `ray start` turns token auth on by default,
-    while `ray job submit` sends the token (``~/.ray/auth_token``) only in token mode.
+    while `ray job submit` sends the token only in token mode. The token is this test run's
+    own (``RAY_AUTH_TOKEN``): in token mode `ray start` fails on a fresh machine without
+    ``~/.ray/auth_token``, which only an earlier ``ray.init()`` would have written.
     ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0``: on SIGTERM, `ray start --block` otherwise
     drains the node for up to 30 s once a job has run (for Serve proxies on Kubernetes), which
     outlasted :func:`stop_head`'s 15 s wait every time.
     """
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_memory_monitor_refresh_ms": "0",
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": AUTH_TOKEN,
+            "RAY_memory_monitor_refresh_ms": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
