@@ -7,7 +7,8 @@ variables; the driver reconnects with them as the job's ``runtime_env`` (on a re
 instance profiles or the job's ``runtime_env`` do this), which every worker process of the job
 gets on any node: Ray Train workers (one per worker node: the head has no CPU) write their
 checkpoints there, and the Ray Data inference actors read the graph and the model from there.
-``tests/test_s3.py`` checks the same path on one node, with an index corrupted on S3.
+``tests/test_s3.py`` checks the storage side in one process: index rebuilds in place and an
+index corrupted on S3.
 """
 
 from __future__ import annotations
