@@ -13,6 +13,7 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -142,3 +143,6 @@ def test_ray_data_passes_equal_local_with_feature_only_items(ray_session, id_run
     assert ids_ray.equals(ids_local)
     assert np.abs(got - local).max() < 1e-5
     assert np.abs(got[iso] - local[iso]).max() < 1e-5
+    table = pq.read_table(copy / "embeddings")  # float32 vectors, the item id beside them
+    assert table.schema.field("embedding").type.value_type == "float"
+    assert set(table.column_names) == {"item", "embedding"}

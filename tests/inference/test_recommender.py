@@ -1,15 +1,12 @@
-"""End to end after training: Ray Data inference, the index, related items, cold start."""
+"""End to end after training: the index, related items, cold start (Ray Data inference equals
+local inference: ``test_feature_only.py``, and across nodes ``tests/multinode``)."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from pinsage_ray.graph import GraphStore
-from pinsage_ray.inference.pipeline import embed, load_embeddings
 from pinsage_ray.recommender import Recommender
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -17,20 +14,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def _labels(store: GraphStore) -> dict:
     return dict(zip(store.item_ids.to_pylist(), np.asarray(store.labels()).tolist()))
-
-
-def test_ray_data_passes_equal_local_layerwise(trained_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(trained_run["run"], run)
-    local_ids, local = load_embeddings(run)
-    res = embed(run, mode="ray", batch_size=150)  # several batches per layer
-    assert res.mode == "ray" and res.count == len(local_ids)
-    ids, emb = load_embeddings(run)
-    assert ids.equals(local_ids)
-    assert np.abs(emb - local).max() < 1e-5
-    table = pq.read_table(run / "embeddings")
-    assert table.schema.field("embedding").type.value_type == "float"
-    assert set(table.column_names) == {"item", "embedding"}
 
 
 def test_related_items_follow_planted_communities(trained_run):
