@@ -225,6 +225,19 @@ def _compare_walks(ref: dict, got: dict | None) -> tuple[int, int]:
     return int(wrong.sum()), 0
 
 
+def _lose_node_mid_request(lc: LocalCluster, svc: Any, shard: int) -> tuple[Any, bool, str, float]:
+    """Start :func:`walk_answers` on ``svc`` in the background, then remove the node of
+    ``shard`` while it runs. Returns (the request's future, whether the removal landed
+    mid-request, the removed node's id, the time of the fault)."""
+    victim = svc.shard_info[shard]["node_id"]
+    fut = _background(walk_answers, svc)
+    time.sleep(1.0)
+    mid_request = not fut.done()
+    t_fault = time.perf_counter()
+    lc.remove_worker(victim)
+    return fut, mid_request, victim, t_fault
+
+
 def walk_node_replaced(lc: LocalCluster, graph: str) -> FaultOutcome:
     """Remove the node of shard 1 mid-request, add a replacement: the answer must not change."""
     from pinsage_ray.sampling.local import LocalWalker
@@ -235,12 +248,7 @@ def walk_node_replaced(lc: LocalCluster, graph: str) -> FaultOutcome:
     # small chunks: the request runs for seconds, so the removal lands inside it
     svc = ShardedGraph(graph, 2, max_walkers=100, recovery_timeout_s=HANG_S)
     try:
-        victim = svc.shard_info[1]["node_id"]
-        fut = _background(walk_answers, svc)
-        time.sleep(1.0)
-        mid_request = not fut.done()
-        t_fault = time.perf_counter()
-        lc.remove_worker(victim)
+        fut, mid_request, victim, t_fault = _lose_node_mid_request(lc, svc, 1)
         replacement = lc.add_worker().node_id
         try:
             got, error = fut.result(timeout=HANG_S), None
@@ -269,12 +277,7 @@ def walk_node_no_capacity(lc: LocalCluster, graph: str, recovery_s: float = 10.0
     ref = walk_answers(LocalWalker(graph))
     svc = ShardedGraph(graph, 2, max_walkers=100, recovery_timeout_s=recovery_s)
     try:
-        victim = svc.shard_info[0]["node_id"]
-        fut = _background(walk_answers, svc)
-        time.sleep(1.0)
-        mid_request = not fut.done()
-        t_fault = time.perf_counter()
-        lc.remove_worker(victim)
+        fut, mid_request, _, t_fault = _lose_node_mid_request(lc, svc, 0)
         try:
             fut.result(timeout=HANG_S)
             error = None
