@@ -15,7 +15,8 @@ __all__ = ["add_preset_args", "add_train_args", "train_config_from_args"]
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from pinsage_ray.training import TrainConfig
-    from pinsage_ray.training.config import (DEFAULT_PRESET, LOSSES, NEGATIVE_SAMPLING,
+    from pinsage_ray.training.config import (CONV_MODES, DEFAULT_PRESET, LOSSES,
+                                             NEGATIVE_SAMPLING,
                                              PAIR_WEIGHTING)
 
     p.add_argument("graph_dir")
@@ -40,6 +41,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                        help=f"default {dv} in the '{DEFAULT_PRESET}' preset")
     p.add_argument("--top-t", type=int, default=None, help=f"default {d.neighbors.top_t}")
     p.add_argument("--pooling", choices=["importance", "mean"], default=None)
+    p.add_argument("--conv", choices=list(CONV_MODES), default=None,
+                   help=f"default {d.conv} in the '{DEFAULT_PRESET}' preset: 'propagate' = "
+                   "linear propagation over the importance neighbourhoods, layer outputs "
+                   "averaged; 'paper' = CONVOLVE (dense layer + ReLU per hop)")
     p.add_argument("--positives", choices=["auto", "walks", "sequence"], default=None)
     p.add_argument("--negative-sampling", choices=NEGATIVE_SAMPLING, default=None,
                    help=f"shared negatives; default {d.negative_sampling}")

@@ -210,8 +210,6 @@ class EncoderInput:
                     f"EncoderInput.node_ids has values in [{lo}, {hi}]; expected item ids in "
                     f"[0, {num_items}) (num_items = {num_items})."
                 )
-        if len(self.blocks) == 0:
-            raise ValueError("EncoderInput.blocks is empty; expected one Block per layer (K >= 1).")
         expected_src = n0
         for k, block in enumerate(self.blocks):
             if block.num_src != expected_src:

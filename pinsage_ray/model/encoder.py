@@ -19,6 +19,18 @@ item keeps only the first term. Features and degrees still reach
 the output only through the convolutions, and an item without a trained id (cold start) gets
 no id term, exactly as in the input layer.
 
+``conv="propagate"`` (not in the paper) replaces the K CONVOLVE layers and the final dense
+layers with LightGCN's linear propagation (He et al., SIGIR 2020) over the same importance
+neighbourhoods: ``h^(0)`` is a linear projection of features, log degree and id vector;
+``h^(k+1)`` is the importance-weighted mean of the neighbours' ``h^(k)``; the embedding is
+``normalize(S mean_k h^(k))`` over ``k = 0..K`` (``S`` the identity when the widths match),
+so the item itself is the ``k = 0`` term and its neighbours' id and feature vectors reach
+its embedding without a dense layer or ReLU in between. With the paper's layer and a plain
+id skip the id vector alone can carry the embedding and the convolution adds nothing
+(docs/quality.md measures it on Gowalla); here an item's embedding is its neighbourhood's
+average, so the graph always counts. ``id_skip`` does not apply (the id is the ``k = 0``
+term). ``num_layers = 0`` is the no-graph ablation of either mode.
+
 The encoder only produces embeddings. The max-margin loss lives in
 :mod:`pinsage_ray.model.loss`, scoring and retrieval elsewhere. The public layer-wise
 methods (:meth:`PinSageEncoder.input_layer`, :meth:`PinSageEncoder.conv_layer`,
@@ -37,9 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pinsage_ray.model.batch import Block, EncoderInput
-from pinsage_ray.model.layers import POOLING_MODES, InputProjection, PinSageConv
+from pinsage_ray.model.layers import (POOLING_MODES, InputProjection, PinSageConv,
+                                      PropagationLayer)
 
-__all__ = ["ModelConfig", "PinSageEncoder", "Block", "EncoderInput"]
+__all__ = ["ModelConfig", "PinSageEncoder", "Block", "EncoderInput", "CONV_MODES"]
+
+#: ``ModelConfig.conv``: the paper's CONVOLVE layer, or linear propagation (module docstring).
+CONV_MODES = ("paper", "propagate")
 
 
 def _check_int(name: str, value: Any, minimum: int, fix: str) -> None:
@@ -56,7 +72,10 @@ class ModelConfig:
         feature_dim: number of item feature columns; 0 for a features-free model.
         hidden_dim: width of the input projection and of every convolution layer.
         embedding_dim: width of the final (L2-normalised) embedding.
-        num_layers: K, the number of convolution layers (= hops of the sampled graph).
+        num_layers: K, the number of convolution layers (= hops of the sampled graph); 0 is
+            the no-graph ablation (input projection and output only).
+        conv: ``"paper"`` (CONVOLVE, Algorithm 1, and the final dense layers) or
+            ``"propagate"`` (linear propagation, layer outputs averaged; module docstring).
         pooling: ``"importance"`` (paper) or ``"mean"`` (ablation).
         use_id_embedding: learn a per-item id embedding. ``None`` means auto: true iff
             ``feature_dim == 0``. Resolved to a bool in ``__post_init__``.
@@ -75,6 +94,7 @@ class ModelConfig:
     hidden_dim: int = 64
     embedding_dim: int = 64
     num_layers: int = 2
+    conv: str = "paper"
     pooling: str = "importance"
     use_id_embedding: bool | None = None
     dropout: float = 0.0
@@ -89,7 +109,11 @@ class ModelConfig:
         )
         _check_int("hidden_dim", self.hidden_dim, 1, "Typical values are 64-512.")
         _check_int("embedding_dim", self.embedding_dim, 1, "Typical values are 64-256.")
-        _check_int("num_layers", self.num_layers, 1, "The paper uses num_layers=2.")
+        _check_int("num_layers", self.num_layers, 0,
+                   "The paper uses num_layers=2; 0 is the no-graph ablation.")
+        if self.conv not in CONV_MODES:
+            raise ValueError(f"ModelConfig.conv = {self.conv!r}; expected one of {CONV_MODES} "
+                             "('propagate': linear propagation, 'paper': CONVOLVE).")
         if self.pooling not in POOLING_MODES:
             raise ValueError(
                 f"ModelConfig.pooling = {self.pooling!r}; expected one of {POOLING_MODES}."
@@ -126,6 +150,11 @@ class ModelConfig:
                 "ModelConfig.use_id_embedding = False with feature_dim = 0 leaves the model "
                 "only the log degree as input; set use_id_embedding=True (or None) or provide "
                 "item features."
+            )
+        if self.id_skip and self.conv == "propagate":
+            raise ValueError(
+                "ModelConfig.id_skip = True with conv = 'propagate': the id vector is already "
+                "the k = 0 term of the propagated mean; set id_skip=False (or conv='paper')."
             )
         if self.id_skip and not self.use_id_embedding:
             raise ValueError(
@@ -171,16 +200,26 @@ class PinSageEncoder(nn.Module):
             )
         self.config = config
         h = config.hidden_dim
+        self.propagate = config.conv == "propagate"
         self.input_proj = InputProjection(
             config.num_items, config.feature_dim, h, bool(config.use_id_embedding),
-            id_init_std=0.01 if config.balanced_skip else None,
+            id_init_std=0.01 if config.balanced_skip else None, activation=not self.propagate,
         )
-        self.convs = nn.ModuleList(
-            PinSageConv(h, h, h, pooling=config.pooling, dropout=config.dropout)
-            for _ in range(config.num_layers)
-        )
-        self.output_hidden = nn.Linear(h, h)  # G1, g
-        self.output_proj = nn.Linear(h, config.embedding_dim, bias=False)  # G2
+        self.convs: nn.ModuleList
+        self.output_hidden: nn.Module | None = None  # G1, g
+        self.output_proj: nn.Module  # G2 (paper), S (propagate)
+        if self.propagate:
+            self.convs = nn.ModuleList(PropagationLayer(h, pooling=config.pooling)
+                                       for _ in range(config.num_layers))
+            self.output_proj = (nn.Identity() if h == config.embedding_dim
+                                else nn.Linear(h, config.embedding_dim, bias=False))
+        else:
+            self.convs = nn.ModuleList(
+                PinSageConv(h, h, h, pooling=config.pooling, dropout=config.dropout)
+                for _ in range(config.num_layers)
+            )
+            self.output_hidden = nn.Linear(h, h)
+            self.output_proj = nn.Linear(h, config.embedding_dim, bias=False)
         self.skip_proj: nn.Module | None = None  # S
         if config.id_skip:
             self.skip_proj = (nn.Identity() if h == config.embedding_dim
@@ -190,6 +229,12 @@ class PinSageEncoder(nn.Module):
     def num_layers(self) -> int:
         """K, the number of convolution layers."""
         return len(self.convs)
+
+    @property
+    def state_dim(self) -> int:
+        """Width of the per-layer vectors passed between layers: ``hidden_dim`` for the
+        paper's layer, ``2 * hidden_dim`` for propagation (``[h_k ; s_k]``)."""
+        return self.config.hidden_dim * (2 if self.propagate else 1)
 
     @property
     def embedding_dim(self) -> int:
@@ -210,9 +255,10 @@ class PinSageEncoder(nn.Module):
             log_degree: ``(N,)`` ``log1p(degree)``.
 
         Returns:
-            ``(N, hidden_dim)``.
+            ``(N, state_dim)``: ``h^(0)``, or ``[h^(0) ; h^(0)]`` for propagation.
         """
-        return self.input_proj(node_ids, features, log_degree)
+        h = self.input_proj(node_ids, features, log_degree)
+        return PropagationLayer.initial_state(h) if self.propagate else h
 
     def conv_layer(
         self,
@@ -226,29 +272,33 @@ class PinSageEncoder(nn.Module):
 
         Args:
             k: layer index in ``[0, num_layers)``.
-            h_self: ``(B, hidden_dim)`` the nodes' layer-``k`` vectors.
-            h_neighbors: ``(B, T, hidden_dim)`` their neighbours' layer-``k`` vectors.
+            h_self: ``(B, state_dim)`` the nodes' layer-``k`` vectors.
+            h_neighbors: ``(B, T, state_dim)`` their neighbours' layer-``k`` vectors.
             weights: ``(B, T)`` importance weights.
             mask: ``(B, T)`` bool, true for real neighbours.
 
         Returns:
-            ``(B, hidden_dim)`` layer-``k + 1`` vectors (unit norm or zero).
+            ``(B, state_dim)`` layer-``k + 1`` vectors (paper: unit norm or zero).
         """
         if not 0 <= k < self.num_layers:
             raise IndexError(f"conv_layer k = {k}; expected 0 <= k < {self.num_layers}.")
         return self.convs[k](h_self, h_neighbors, weights, mask)
 
     def output_layer(self, h: torch.Tensor, node_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Final dense layers ``normalize(G2 ReLU(G1 h + g) [+ S E[node_ids]])``.
+        """Final dense layers ``normalize(G2 ReLU(G1 h + g) [+ S E[node_ids]])``; for
+        propagation ``normalize(S s_K / (K + 1))``, the mean of the layer outputs.
 
         Args:
-            h: ``(N, hidden_dim)`` layer-``K`` vectors.
+            h: ``(N, state_dim)`` layer-``K`` vectors.
             node_ids: ``(N,)`` the items' ids, for the ``id_skip`` term; None = items without
                 a trained id (no id term). Ignored without ``id_skip``.
 
         Returns:
             ``(N, embedding_dim)`` L2-normalised embeddings.
         """
+        if self.output_hidden is None:  # propagation: mean of h^(0..K)
+            z = self.output_proj(h[:, self.config.hidden_dim:] / (self.num_layers + 1))
+            return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
         z = self.output_proj(F.relu(self.output_hidden(h)))
         if self.skip_proj is not None and node_ids is not None:
             if tuple(node_ids.shape) != (h.shape[0],):

@@ -268,7 +268,7 @@ def model_summary(run_dir: str) -> dict[str, Any] | None:
         return None
     cfg = meta.get("model_config") or {}
     metrics = meta.get("metrics") or {}
-    keep = ("embedding_dim", "hidden_dim", "num_layers", "feature_dim", "pooling",
+    keep = ("embedding_dim", "hidden_dim", "num_layers", "conv", "feature_dim", "pooling",
             "use_id_embedding", "id_skip")
     return {"epoch": meta.get("epoch"),
             "config": {k: cfg[k] for k in keep if k in cfg},

@@ -16,6 +16,7 @@ POSITIVES = ("auto", "walks", "sequence")
 NEGATIVE_SAMPLING = ("uniform", "degree")
 PAIR_WEIGHTING = ("count", "distinct")
 LOSSES = ("max_margin", "softmax", "contrastive")
+CONV_MODES = ("paper", "propagate")  # = pinsage_ray.model.encoder.CONV_MODES (no torch here)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrainConfig:
     # model
     hidden_dim: int = 64           # width of every convolution
     embedding_dim: int = 64        # output embedding size
-    num_layers: int = 2            # K stacked convolutions
+    num_layers: int = 2            # K stacked convolutions (0 = the no-graph ablation)
+    conv: str = "paper"            # 'paper' (CONVOLVE) or 'propagate' (linear, layers averaged)
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
     use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
     id_skip: bool | None = None    # add id vectors to the output (not in the paper); None = iff ids
@@ -82,6 +84,7 @@ class TrainConfig:
     # execution
     num_workers: int = 1           # Ray Train workers (data parallel)
     use_gpu: bool = False
+    full_graph_max_items: int = 0  # K-hop blocks over every item when the graph is this small
     num_shards: int = 0            # 0 = producers walk in-process; >0 = sharded walk service
     num_producers: int = 1         # batch-producer actors per training worker
     prefetch: int = 4              # batches in flight per worker (0 = strictly sequential)
@@ -97,11 +100,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.neighbors={self.neighbors!r}; expected an object "
                              "of NeighborConfig fields, e.g. {'top_t': 10}")
         self.hard_band = tuple(self.hard_band)  # type: ignore[assignment]
-        _positive_int(self, "hidden_dim", "embedding_dim", "num_layers", "num_epochs",
+        _positive_int(self, "hidden_dim", "embedding_dim", "num_epochs",
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
                       "num_producers", "positive_walk_length", "pairs_per_item",
                       "sequence_window", "group_query_size")
-        _non_negative_int(self, "batches_per_epoch", "max_hard_negatives", "num_workers",
+        _non_negative_int(self, "num_layers", "full_graph_max_items", "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
         if self.id_skip is not None and not isinstance(self.id_skip, bool):
             raise ValueError(f"TrainConfig.id_skip={self.id_skip!r}; use True, False or None")
@@ -113,6 +116,9 @@ class TrainConfig:
                              f"use one of {PAIR_WEIGHTING}")
         if self.loss not in LOSSES:
             raise ValueError(f"TrainConfig.loss={self.loss!r}; use one of {LOSSES}")
+        if self.conv not in CONV_MODES:
+            raise ValueError(f"TrainConfig.conv={self.conv!r}; use one of {CONV_MODES} "
+                             "('propagate': linear propagation, 'paper': CONVOLVE)")
         if self.pooling not in ("importance", "mean"):
             raise ValueError(f"TrainConfig.pooling={self.pooling!r}; use 'importance' or 'mean'")
         if self.positives not in POSITIVES:

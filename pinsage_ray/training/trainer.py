@@ -80,12 +80,14 @@ def train_worker_resources(num_workers: int, use_gpu: bool) -> dict[str, float] 
 
 
 def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
-    """The encoder's configuration; ``id_skip=None`` resolves to 'whenever ids are learned'."""
+    """The encoder's configuration; ``id_skip=None`` resolves to 'whenever ids are learned'
+    with the paper's layer, and to False with propagation (the id is its k = 0 term)."""
     mc = ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
                      hidden_dim=cfg.hidden_dim, embedding_dim=cfg.embedding_dim,
-                     num_layers=cfg.num_layers, pooling=cfg.pooling,
+                     num_layers=cfg.num_layers, conv=cfg.conv, pooling=cfg.pooling,
                      use_id_embedding=cfg.use_id_embedding)
-    id_skip = mc.use_id_embedding if cfg.id_skip is None else cfg.id_skip
+    auto_skip = mc.use_id_embedding and cfg.conv == "paper"
+    id_skip = auto_skip if cfg.id_skip is None else cfg.id_skip
     return dataclasses.replace(mc, id_skip=bool(id_skip),
                                balanced_skip=cfg.balanced_skip and bool(id_skip),
                                id_weight=cfg.id_weight)

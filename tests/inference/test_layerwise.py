@@ -18,9 +18,11 @@ def test_layerwise_equals_direct_forward(planted_graph):
                                                          seed=1)
     feats, deg = np.asarray(store.features()), store.degrees("item")
     torch.manual_seed(0)
-    for layers in (1, 2, 3):
+    for layers, conv in ((1, "paper"), (2, "paper"), (3, "paper"), (0, "propagate"),
+                         (2, "propagate"), (0, "paper")):
         enc = PinSageEncoder(ModelConfig(num_items=store.num_items, feature_dim=16,
-                                         hidden_dim=24, embedding_dim=8, num_layers=layers))
+                                         hidden_dim=24, embedding_dim=8, num_layers=layers,
+                                         conv=conv, use_id_embedding=True))
         enc.eval()
         full = embed_all(enc, feats, deg, nb.ids, nb.weights, batch_size=97)  # uneven chunks
         targets = np.array([0, 5, 17, 399, 250])

@@ -105,6 +105,69 @@ def test_block_forward_equals_layerwise_full_graph(num_layers, pooling, id_skip)
         assert not torch.allclose(enc.convs[0].update.weight, enc.convs[1].update.weight)
 
 
+@pytest.mark.parametrize("num_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("pooling", ["importance", "mean"])
+def test_propagate_block_forward_equals_layerwise_full_graph(num_layers, pooling):
+    """The same oracle for linear propagation (state [h_k ; s_k] through the layer calls)."""
+    nbr, w, feats, logd = _graph()
+    enc = _encoder(num_layers, pooling=pooling, use_id_embedding=True, conv="propagate")
+    full = _layerwise(enc, nbr, w, feats, logd)
+    targets = [3, 5, 17, 29, 0]
+    for extra_pad in (0, 3):
+        out = enc(_sample(targets, num_layers, nbr, w, feats, logd, extra_pad=extra_pad))
+        assert torch.allclose(out, full[targets], atol=1e-6), (extra_pad, (out - full[targets]).abs().max())
+
+
+def test_propagate_hand_computed():
+    """Embedding = normalize(S mean_k P^k h0), h0 = L [x ; log d] + b + E[id] (no ReLU), P the
+    row-normalised importance matrix (padding dropped); an isolated item keeps h0 alone."""
+    nbr, w, feats, logd = _graph()
+    enc = _encoder(2, use_id_embedding=True, conv="propagate")
+    assert isinstance(enc.output_proj, torch.nn.Linear) and enc.output_hidden is None
+    with torch.no_grad():
+        torch.nn.init.normal_(enc.input_proj.id_embedding.weight)
+    ids = torch.arange(NUM_ITEMS)
+    lin = enc.input_proj.linear
+    h0 = torch.cat([feats, logd[:, None]], 1) @ lin.weight.T + lin.bias \
+        + enc.input_proj.id_embedding.weight
+    assert (h0 < 0).any()  # no ReLU: negative entries survive
+    P = torch.zeros(NUM_ITEMS, NUM_ITEMS)
+    for u in range(NUM_ITEMS):
+        for v, a in zip(nbr[u].tolist(), w[u].tolist()):
+            if v >= 0:
+                P[u, v] += a
+    P = P / P.sum(1, keepdim=True).clamp_min(1e-12)
+    h1 = P @ h0
+    h2 = P @ h1
+    z = ((h0 + h1 + h2) / 3) @ enc.output_proj.weight.T
+    expected = z / z.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        out = _layerwise(enc, nbr, w, feats, logd)
+    assert torch.allclose(out, expected, atol=1e-5)
+    iso = 5  # no neighbours: h1 = h2 = 0, so its embedding is its own h0's direction
+    e0 = h0[iso] @ enc.output_proj.weight.T
+    assert torch.allclose(out[iso], e0 / e0.norm(), atol=1e-5)
+    # the graph counts: rewiring one neighbour changes the embedding
+    nbr2 = nbr.clone()
+    nbr2[3, 0] = (nbr[3, 0] + 1) % NUM_ITEMS if nbr[3, 0] >= 0 else 7
+    with torch.no_grad():
+        assert not torch.allclose(_layerwise(enc, nbr2, w, feats, logd)[3], out[3], atol=1e-4)
+
+
+def test_propagate_gradient_reaches_neighbour_ids():
+    """A loss on one item moves its neighbours' id vectors (the point of propagation); with
+    K = 0 only its own id vector gets a gradient."""
+    nbr, w, feats, logd = _graph()
+    for layers, expect in ((2, True), (0, False)):
+        enc = _encoder(layers, feature_dim=0, conv="propagate").train()
+        inp = _sample([3], layers, nbr, w, None, logd)
+        enc(inp).sum().backward()
+        grad = enc.input_proj.id_embedding.weight.grad.abs().sum(1)
+        others = [int(v) for v in inp.node_ids if int(v) != 3]
+        assert grad[3] > 0
+        assert (grad[others].sum() > 0) == expect, (layers, grad[others])
+
+
 def test_output_layer_hand_computed():
     enc = _encoder(2)
     assert enc.output_proj.bias is None  # G2 has no bias (paper Algorithm 2: G2 . ReLU(G1 h + g))
@@ -265,7 +328,9 @@ def test_model_config_validation_and_roundtrip():
         (dict(num_items=10, feature_dim=-1), "feature_dim = -1"),
         (dict(num_items=10, feature_dim=1, hidden_dim=0), "hidden_dim"),
         (dict(num_items=10, feature_dim=1, embedding_dim=2.5), "embedding_dim"),
-        (dict(num_items=10, feature_dim=1, num_layers=0), "num_layers"),
+        (dict(num_items=10, feature_dim=1, num_layers=-1), "num_layers"),
+        (dict(num_items=10, feature_dim=1, conv="gat"), "conv = 'gat'"),
+        (dict(num_items=10, feature_dim=0, conv="propagate", id_skip=True), "id_skip = True"),
         (dict(num_items=10, feature_dim=1, pooling="max"), "pooling = 'max'"),
         (dict(num_items=10, feature_dim=1, dropout=1.0), "dropout"),
         (dict(num_items=10, feature_dim=0, use_id_embedding=False), "use_id_embedding"),
