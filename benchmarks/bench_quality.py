@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from _common import (REPO, RESULTS_DIR, machine_info, markdown_table, metric,  # noqa: E402
                      update_results_md, write_results)
+from planted_section import VARIANT_WORDS  # noqa: E402
 
 logger = logging.getLogger("bench_quality")
 
@@ -62,6 +63,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "curriculum hard negatives (up to 3, PPR band 5-30 %)": {
         "max_hard_negatives": 3, "hard_band": (0.05, 0.3)},
 }
+
+#: ``--variants``: the same recipe with one change, trained on the same seeds, so the
+#: convolution's share is measured in the same run (issue 18): no neighbours at all, and the
+#: paper's CONVOLVE layer in place of the preset's.
+VARIANTS: dict[str, dict[str, Any]] = {"no_graph": {"num_layers": 0},
+                                       "paper_layer": {"conv": "paper"}}
 
 P1_BASELINES = ("popularity", "itemknn", "rp3beta", "ppr", "svd", "ease")
 # EASE on Gowalla is a dense 41k x 41k inverse (~20 GB peak): --p2-ease adds it
@@ -97,6 +104,18 @@ def run_pinsage(data: Any, cfg_dict: dict[str, Any], workdir: Path, seeds: list[
         run["diagnostics"] = {k: diag[k] for k in ("mean", "std", "kurtosis", "q05", "q95",
                                                    "plot")}
     return rep
+
+
+def run_variants(data: Any, cfg: dict[str, Any], workdir: Path, seeds: list[int],
+                 names: list[str]) -> dict[str, dict]:
+    """The same recipe with each :data:`VARIANTS` change; ``{name: run_protocol report}``."""
+    return {name: run_pinsage(data, _merge(cfg, VARIANTS[name]), workdir / name, seeds)
+            for name in names}
+
+
+def _variant_rows(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+    return {f"PinSage, {VARIANT_WORDS[n]}": rep["rows"]["pinsage"]
+            for n, rep in variants.items()}
 
 
 def _loss_words(cfg: dict[str, Any]) -> str:
@@ -189,6 +208,9 @@ def main() -> None:
     ap.add_argument("--p2-config", default="{}", help="JSON TrainConfig overrides for P2 only")
     ap.add_argument("--p2-validation", type=float, default=0.0,
                     help="tune on this fraction of train.txt instead of test.txt")
+    ap.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
+                    help="also train these same-recipe variants (no_graph: K = 0; paper_layer: "
+                    "the paper's CONVOLVE) on the same seeds, for every protocol run")
     ap.add_argument("--ablation", action="store_true", help="P1 ablation table")
     ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--no-baselines", action="store_true")
@@ -228,15 +250,22 @@ def main() -> None:
         data = p1_data(Path(args.data_dir) / "ml-100k", cache / "p1")
         cfg = _merge(_merge(P1_CONFIG, over), quick)
         rep = run_pinsage(data, cfg, cache / "p1", args.seeds)
-        rows = {"pinsage": rep["rows"]["pinsage"], **baselines(data, P1_BASELINES)}
+        var = run_variants(data, cfg, cache / "p1-variants", args.seeds, args.variants)
+        rows = {"pinsage": rep["rows"]["pinsage"], **_variant_rows(var),
+                **baselines(data, P1_BASELINES)}
         p = rows["pinsage"]
+        for name, vrep in var.items():
+            v = vrep["rows"]["pinsage"]
+            metrics += [metric(f"p1_ml100k_test_hr10_pinsage_{name}", v["test_hit@10"], "ratio"),
+                        metric(f"p1_ml100k_val_hr10_pinsage_{name}", v["val_hit@10"], "ratio")]
         metrics += [metric("p1_ml100k_test_hr10_pinsage", p["test_hit@10"], "ratio"),
                     metric("p1_ml100k_test_hr10_pinsage_std", p["test_hit@10_std"], "ratio", False),
                     metric("p1_ml100k_val_hr10_pinsage", p["val_hit@10"], "ratio"),
                     metric("p1_ml100k_val_hr10_pinsage_std", p["val_hit@10_std"], "ratio", False)]
         metrics += [metric(f"p1_ml100k_test_hr10_{n}", r["test_hit@10"], "ratio")
-                    for n, r in rows.items() if n != "pinsage"]
+                    for n, r in rows.items() if n != "pinsage" and not n.startswith("PinSage")]
         extra["p1"] = {"rows": rows, "runs": rep["runs"], "config": cfg,
+                       "variants": {n: v["runs"] for n, v in var.items()},
                        "wall_seconds": rep["wall_seconds"]}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
         sections["p1"] = (f"### P1: MovieLens-100K, related items to the latest item\n\n"
@@ -267,11 +296,14 @@ def main() -> None:
                        validation=args.p2_validation)
         cfg = _merge(_merge(_merge(P2_CONFIG, over), json.loads(args.p2_config)), quick)
         rep = run_pinsage(data, cfg, cache / "p2", args.seeds)
-        rows = {"pinsage": rep["rows"]["pinsage"],
+        var = run_variants(data, cfg, cache / "p2-variants", args.seeds, args.variants)
+        rows = {"pinsage": rep["rows"]["pinsage"], **_variant_rows(var),
                 **baselines(data, P2_BASELINES + (("ease",) if args.p2_ease else ()))}
         p = rows["pinsage"]
         key = "p2val" if args.p2_validation else "p2"  # tuning runs do not replace test ones
         pre = f"{key}_gowalla"
+        metrics += [metric(f"{pre}_recall20_pinsage_{name}", v["rows"]["pinsage"]["recall@20"],
+                           "ratio") for name, v in var.items()]
         metrics += [metric(f"{pre}_train_minutes",
                            np.mean([r["train_seconds"] for r in rep["runs"]]) / 60, "min",
                            False),
@@ -280,8 +312,9 @@ def main() -> None:
                     metric(f"{pre}_ndcg20_pinsage", p["ndcg@20"], "ratio"),
                     metric(f"{pre}_ndcg20_pinsage_std", p["ndcg@20_std"], "ratio", False)]
         metrics += [metric(f"{pre}_recall20_{n}", r["recall@20"], "ratio")
-                    for n, r in rows.items() if n != "pinsage"]
+                    for n, r in rows.items() if n != "pinsage" and not n.startswith("PinSage")]
         extra[key] = {"rows": rows, "runs": rep["runs"], "config": cfg,
+                      "variants": {n: v["runs"] for n, v in var.items()},
                        "wall_seconds": rep["wall_seconds"], "validation": args.p2_validation}
         train_min = np.mean([r["train_seconds"] for r in rep["runs"]]) / 60
         sections[key] = (f"### P2: Gowalla{' (validation carved from train.txt)' if args.p2_validation else ''}"
@@ -295,7 +328,8 @@ def main() -> None:
 
         cfg = _merge(_merge(P1_CONFIG, over), quick)
         m, extra["planted"], sections["planted"] = planted_section(
-            cfg, cache / "planted", args.seeds)
+            cfg, cache / "planted", args.seeds,
+            {name: VARIANTS[name] for name in args.variants})
         metrics += m
         extra["planted"]["command"] = shlex.join(sys.argv[1:])
 

@@ -14,18 +14,32 @@ import numpy as np
 
 from _common import markdown_table, metric
 
+#: How bench_quality's same-recipe variants are named in tables.
+VARIANT_WORDS = {"no_graph": "no graph (K = 0: id and feature input alone)",
+                 "paper_layer": "the paper's layer (CONVOLVE, same recipe)",
+                 "propagate": "linear propagation (same recipe)"}
+
 #: Planted metrics reported as mean (PinSage also with its std over seeds).
 _PLANTED = [("planted_fine_p10", "fine p@10"), ("planted_coarse_p10", "coarse p@10")]
 
 
-def planted_section(cfg_dict: dict[str, Any], workdir: Path, seeds: list[int]
+def planted_section(cfg_dict: dict[str, Any], workdir: Path, seeds: list[int],
+                    variants: dict[str, dict[str, Any]] | None = None,
                     ) -> tuple[list[dict], dict[str, Any], str]:
+    """``variants``: name -> TrainConfig changes (e.g. ``{"no_graph": {"num_layers": 0}}``),
+    each trained on the same seeds; their fine/coarse precision is reported beside PinSage's
+    as ``planted_fine_p10_pinsage_NAME``."""
     from pinsage_ray.evaluation.oracle import cold_start, planted_recovery
     from pinsage_ray.training import TrainConfig
 
     cfg = TrainConfig.from_dict(cfg_dict)
     runs = [{"seed": s, **planted_recovery(cfg, workdir, seed=s),
              **cold_start(cfg, workdir, seed=s)} for s in seeds]
+    for name, change in (variants or {}).items():
+        vcfg = TrainConfig.from_dict({**cfg_dict, **change})
+        for run in runs:
+            got = planted_recovery(vcfg, workdir / name, seed=run["seed"])
+            run.update({f"{k}_{name}": v for k, v in got.items() if k.endswith("_pinsage")})
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in runs]))
@@ -39,6 +53,9 @@ def planted_section(cfg_dict: dict[str, Any], workdir: Path, seeds: list[int]
         for model in ("pinsage", "svd", "features"):
             metrics.append(metric(f"{key}_{model}", mean(f"{short}_{model}"), "ratio"))
         metrics.append(metric(f"{key}_pinsage_std", std(f"{short}_pinsage"), "ratio", False))
+        for name in variants or {}:
+            metrics.append(metric(f"{key}_pinsage_{name}", mean(f"{short}_pinsage_{name}"),
+                                  "ratio"))
     for model in ("pinsage", "features", "random"):
         metrics.append(metric(f"coldstart_hit10_{model}", mean(f"coldstart_hit10_{model}"),
                               "ratio"))
@@ -53,6 +70,8 @@ def planted_section(cfg_dict: dict[str, Any], workdir: Path, seeds: list[int]
         ["embedding", "fine p@10", "coarse p@10", "cold-start hit@10"],
         [["**PinSage**", cell("fine_p10", "pinsage"), cell("coarse_p10", "pinsage"),
           cell("coldstart_hit10", "pinsage")],
+         *[[f"PinSage, {VARIANT_WORDS.get(name, name)}", cell("fine_p10", f"pinsage_{name}"),
+            cell("coarse_p10", f"pinsage_{name}"), ""] for name in variants or {}],
          ["64-d truncated SVD", cell("fine_p10", "svd"), cell("coarse_p10", "svd"), "n/a"],
          ["features alone", cell("fine_p10", "features"), cell("coarse_p10", "features"),
           cell("coldstart_hit10", "features")],

@@ -136,18 +136,22 @@ class PinSageScorer:
     """A trained, embedded run as protocol scoring functions.
 
     Args:
-        run_dir: run directory with ``embeddings/``.
+        run_dir: run directory with ``embeddings/`` (None with ``embeddings``).
         data: the protocol data whose graph the run was trained on.
+        embeddings: the graph's item embeddings, instead of reading ``run_dir``.
     """
 
     name = "pinsage"
 
-    def __init__(self, run_dir: str | os.PathLike, data: ProtocolData) -> None:
+    def __init__(self, run_dir: str | os.PathLike | None, data: ProtocolData,
+                 embeddings: np.ndarray | None = None) -> None:
         import torch
 
-        from pinsage_ray.inference.pipeline import load_embeddings
+        if embeddings is None:
+            from pinsage_ray.inference.pipeline import load_embeddings
 
-        _, emb = load_embeddings(run_dir)
+            _, embeddings = load_embeddings(run_dir)
+        emb = embeddings
         present = data.item_to_graph >= 0
         table = np.zeros((data.num_items, emb.shape[1]), dtype=np.float32)
         table[present] = emb[data.item_to_graph[present]]
@@ -156,6 +160,11 @@ class PinSageScorer:
         order = np.argsort(data.train_users, kind="stable")
         self.user_ptr = np.searchsorted(data.train_users[order], np.arange(data.num_users + 1))
         self.user_items = data.train_items[order]
+
+    @classmethod
+    def from_embeddings(cls, embeddings: np.ndarray, data: ProtocolData) -> "PinSageScorer":
+        """A scorer over in-memory embeddings ``(graph items, D)``, rows in graph id order."""
+        return cls(None, data, embeddings)
 
     def _mask(self, scores: Any) -> np.ndarray:
         scores[:, self.absent] = -np.inf

@@ -1,17 +1,18 @@
 """Plain-PyTorch PinSage model (Ying et al., KDD 2018): no Ray dependency.
 
 * :mod:`~pinsage_ray.model.batch`: the sampled K-hop computation graph (:class:`Block`,
-  :class:`EncoderInput`).
-* :mod:`~pinsage_ray.model.layers`: input projection and the CONVOLVE layer (section 3.1).
+  :class:`EncoderInput`) and every item at once (:class:`WholeGraph`).
+* :mod:`~pinsage_ray.model.layers`: input projection, the CONVOLVE layer (section 3.1) and
+  linear propagation (:class:`PropagationLayer`, LightGCN's layer).
 * :mod:`~pinsage_ray.model.encoder`: :class:`ModelConfig` and :class:`PinSageEncoder`
   (sections 3.1-3.2).
 * :mod:`~pinsage_ray.model.loss`: the max-margin loss (section 3.3) and a sampled softmax.
 * :mod:`~pinsage_ray.model.schedule`: hard-negative curriculum and LR schedule (3.2-3.3).
 """
 
-from pinsage_ray.model.batch import Block, EncoderInput
-from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
-from pinsage_ray.model.layers import POOLING_MODES, InputProjection, PinSageConv
+from pinsage_ray.model.batch import Block, EncoderInput, WholeGraph
+from pinsage_ray.model.encoder import CONV_MODES, ModelConfig, PinSageEncoder
+from pinsage_ray.model.layers import POOLING_MODES, InputProjection, PinSageConv, PropagationLayer
 from pinsage_ray.model.loss import margin_stats, max_margin_loss, sampled_softmax_loss, score
 from pinsage_ray.model.schedule import (
     curriculum_table,
@@ -23,6 +24,9 @@ from pinsage_ray.model.schedule import (
 __all__ = [
     "Block",
     "EncoderInput",
+    "WholeGraph",
+    "CONV_MODES",
+    "PropagationLayer",
     "ModelConfig",
     "PinSageEncoder",
     "InputProjection",

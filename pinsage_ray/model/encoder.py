@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinsage_ray.model.batch import Block, EncoderInput
+from pinsage_ray.model.batch import Block, EncoderInput, WholeGraph
 from pinsage_ray.model.layers import (POOLING_MODES, InputProjection, PinSageConv,
                                       PropagationLayer)
 
-__all__ = ["ModelConfig", "PinSageEncoder", "Block", "EncoderInput", "CONV_MODES"]
+__all__ = ["ModelConfig", "PinSageEncoder", "Block", "EncoderInput", "WholeGraph", "CONV_MODES"]
 
 #: ``ModelConfig.conv``: the paper's CONVOLVE layer, or linear propagation (module docstring).
 CONV_MODES = ("paper", "propagate")
@@ -312,18 +312,36 @@ class PinSageEncoder(nn.Module):
                 z = z + ids
         return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
 
-    def forward(self, inp: EncoderInput) -> torch.Tensor:
-        """Embed the output nodes of a sampled K-hop computation graph.
+    def _forward_whole(self, graph: WholeGraph) -> torch.Tensor:
+        """Every item's embedding, one sparse product per hop."""
+        if not self.propagate:
+            h = self.input_layer(graph.node_ids, graph.features, graph.log_degree)
+            for conv in self.convs:
+                h = conv.forward_whole(h, graph)
+            return self.output_layer(h, graph.node_ids)
+        # propagation without the [h_k ; s_k] state: the same sum, no per-hop concatenation
+        h = total = self.input_proj(graph.node_ids, graph.features, graph.log_degree)
+        for _ in self.convs:
+            h = graph.propagate(h)
+            total = total + h
+        z = self.output_proj(total / (self.num_layers + 1))
+        return F.normalize(z, p=2.0, dim=-1, eps=1e-12)
+
+    def forward(self, inp: EncoderInput | WholeGraph) -> torch.Tensor:
+        """Embed the output nodes of a sampled K-hop computation graph, or every item.
 
         Only cheap structural checks run here; call ``inp.validate()`` to check values.
 
         Args:
-            inp: the batch; ``len(inp.blocks)`` must equal ``num_layers``.
+            inp: the batch; ``len(inp.blocks)`` must equal ``num_layers``. A
+                :class:`WholeGraph` embeds every item, one sparse product per hop.
 
         Returns:
             ``(inp.num_output_nodes, embedding_dim)`` L2-normalised embeddings, row ``i``
             for item ``inp.node_ids[i]``.
         """
+        if isinstance(inp, WholeGraph):
+            return self._forward_whole(inp)
         if len(inp.blocks) != self.num_layers:
             raise ValueError(
                 f"EncoderInput has {len(inp.blocks)} blocks; this encoder has num_layers = "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinsage_ray.model.batch import Block
+from pinsage_ray.model.batch import Block, WholeGraph
 
 __all__ = ["InputProjection", "PinSageConv", "PropagationLayer", "POOLING_MODES"]
 
@@ -176,6 +176,10 @@ class NeighborPooling(nn.Module):
                 f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}."
             )
         self.pooling = pooling
+
+    def forward_whole(self, h: torch.Tensor, graph: WholeGraph) -> torch.Tensor:
+        """The layer for every item at once: ``combine(h, P @ transform_neighbors(h))``."""
+        return self.combine(h, graph.propagate(self.transform_neighbors(h)))
 
     def pool(self, n: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Importance (or mean) pooling of transformed neighbour vectors (Algorithm 1, line 2).

@@ -40,6 +40,8 @@ class TrainBatch:
 
     Attributes:
         inp: the encoder's K-hop input; its output nodes are indexed by the fields below.
+            None in whole-graph training (:func:`uses_whole_graph`): the fields below are
+            item ids, rows of the embeddings of every item.
         query, positive: int64 (B,) output-node indices of each pair.
         shared: int64 (M,) output-node indices of the shared negatives.
         hard: int64 (B, H) output-node indices of hard negatives; -1 = none.
@@ -48,7 +50,7 @@ class TrainBatch:
             normalised mean of the set's embeddings (:mod:`pinsage_ray.training.groups`).
     """
 
-    inp: EncoderInput
+    inp: EncoderInput | None
     query: torch.Tensor
     positive: torch.Tensor
     shared: torch.Tensor
@@ -60,9 +62,26 @@ class TrainBatch:
         return int(self.query.shape[0])
 
     def to(self, device: torch.device | str) -> TrainBatch:
-        return TrainBatch(self.inp.to(device), self.query.to(device), self.positive.to(device),
+        return TrainBatch(None if self.inp is None else self.inp.to(device), self.query.to(device), self.positive.to(device),
                           self.shared.to(device), self.hard.to(device),
                           None if self.query_set is None else self.query_set.to(device))
+
+
+def uses_whole_graph(config: TrainConfig, num_items: int) -> bool:
+    """Whether training embeds every item per step (one sparse product per hop over the epoch's
+    neighbourhood table) instead of sampled K-hop blocks: when the graph has at most
+    ``config.whole_graph_max_items`` items (docs/quality.md measures the two)."""
+    return config.num_layers > 0 and num_items <= config.whole_graph_max_items
+
+
+def whole_graph_inputs(builder: "BatchBuilder", epoch: int) -> dict[str, np.ndarray | None]:
+    """The arrays :meth:`pinsage_ray.model.WholeGraph.from_neighbors` needs for ``epoch``:
+    every item's id (-1 without edges), features, log degree and neighbourhood row (the
+    epoch's table, the one sampled blocks would gather from)."""
+    n = builder.num_items
+    nb = builder.neighbors(np.arange(n), epoch, 0)
+    return {"node_ids": inference_ids(np.arange(n), builder.degree), "features": builder.features,
+            "log_degree": builder.log_degree, "nb_ids": nb.ids, "nb_weights": nb.weights}
 
 
 class NeighborSource:
@@ -172,6 +191,7 @@ class BatchBuilder:
              else np.ones(self.num_items))
         self.neg_cdf = np.cumsum(p / p.sum())
         self.neighbors = NeighborSource(walker, config, neighbor_mode)
+        self.whole_graph = uses_whole_graph(config, self.num_items)
 
     def sample_shared(self, rng: np.random.Generator) -> np.ndarray:
         m = self.config.num_shared_negatives
@@ -201,6 +221,10 @@ class BatchBuilder:
         else:
             row, _ = np.nonzero(query_sets >= 0)
             members, member_pos = query_sets[query_sets >= 0], p[row]
+        if self.whole_graph:  # the trainer embeds every item: indices are item ids
+            ids = lambda x: torch.from_numpy(np.asarray(x, dtype=np.int64))  # noqa: E731
+            return TrainBatch(None, ids(q), ids(p), ids(shared), ids(hard),
+                              None if query_sets is None else ids(query_sets))
         outputs = np.unique(np.concatenate([members, p, shared, hard[hard >= 0]]))
         pair_nodes = np.concatenate([members, member_pos])
         pair_banned = np.concatenate([member_pos, members])

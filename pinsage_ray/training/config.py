@@ -84,7 +84,7 @@ class TrainConfig:
     # execution
     num_workers: int = 1           # Ray Train workers (data parallel)
     use_gpu: bool = False
-    full_graph_max_items: int = 0  # K-hop blocks over every item when the graph is this small
+    whole_graph_max_items: int = 0  # embed every item per step (no sampled blocks) up to this
     num_shards: int = 0            # 0 = producers walk in-process; >0 = sharded walk service
     num_producers: int = 1         # batch-producer actors per training worker
     prefetch: int = 4              # batches in flight per worker (0 = strictly sequential)
@@ -104,7 +104,7 @@ class TrainConfig:
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
                       "num_producers", "positive_walk_length", "pairs_per_item",
                       "sequence_window", "group_query_size")
-        _non_negative_int(self, "num_layers", "full_graph_max_items", "batches_per_epoch", "max_hard_negatives", "num_workers",
+        _non_negative_int(self, "num_layers", "whole_graph_max_items", "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
         if self.id_skip is not None and not isinstance(self.id_skip, bool):
             raise ValueError(f"TrainConfig.id_skip={self.id_skip!r}; use True, False or None")

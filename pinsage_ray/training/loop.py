@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pinsage_ray.model.batch import WholeGraph
 from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
 from pinsage_ray.model.loss import (contrastive_loss, margin_stats, max_margin_loss,
                                     sampled_softmax_loss)
@@ -107,6 +108,15 @@ def evaluate_embeddings(emb: np.ndarray, val_q: np.ndarray, val_p: np.ndarray,
     return {f"val_hit_at_{k}": float(out[f"hit@{k}"]), "val_mrr": float(out["mrr"])}
 
 
+def epoch_graph(inputs: dict[str, Any], pooling: str, device: Any = "cpu") -> WholeGraph:
+    """The epoch's :class:`WholeGraph` from a producer's ``whole_graph(epoch)`` arrays."""
+    f = inputs["features"]
+    return WholeGraph.from_neighbors(
+        torch.from_numpy(inputs["node_ids"]), None if f is None else torch.from_numpy(f),
+        torch.from_numpy(inputs["log_degree"]), torch.from_numpy(inputs["nb_ids"]),
+        torch.from_numpy(inputs["nb_weights"]), pooling).to(device)
+
+
 def _unwrap(model: torch.nn.Module) -> PinSageEncoder:
     return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
 
@@ -152,8 +162,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     # violated_fraction: within the hinge's margin; for softmax runs, scored above the positive
     stats_margin = cfg.margin if cfg.loss == "max_margin" else 0.0  # contrastive: above p
+    whole = bool(loop_config.get("whole_graph"))
     for epoch in range(start_epoch, cfg.num_epochs + 1):
         hard_k = cfg.hard_negatives_at(epoch)
+        graph = epoch_graph(ray.get(producers[0].whole_graph.remote(epoch)), cfg.pooling,
+                            device) if whole else None
         model.train()
         t0, wait, losses, stats, examples = time.perf_counter(), 0.0, [], [], 0
         stream = batch_stream(producers, epoch, 0, n_batches, cfg.prefetch)
@@ -164,7 +177,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             if batch is None:
                 break
             batch = batch.to(device)
-            emb = model(batch.inp)
+            emb = model(batch.inp if batch.inp is not None else graph)
             loss = batch_loss(emb, batch, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -22,7 +22,7 @@ import numpy as np
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.sampling.aggregate import Neighborhood
 from pinsage_ray.sampling.api import WalkService
-from pinsage_ray.training.batches import BatchBuilder, TrainBatch
+from pinsage_ray.training.batches import BatchBuilder, TrainBatch, whole_graph_inputs
 from pinsage_ray.training.config import TrainConfig
 from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import PairSplit
@@ -101,6 +101,11 @@ class BatchProducer:
             sets[b:] = g.query_sets
             q, p = np.concatenate([q, g.query_sets[:, 0]]), np.concatenate([p, g.positives])
         return self.builder.build(q, p, cfg.hard_negatives_at(epoch), epoch, seed, sets)
+
+    def whole_graph(self, epoch: int) -> dict[str, np.ndarray | None]:
+        """Inputs of ``epoch``'s :class:`~pinsage_ray.model.WholeGraph` (whole-graph
+        training; :func:`~pinsage_ray.training.batches.whole_graph_inputs`)."""
+        return whole_graph_inputs(self.builder, epoch)
 
     def eval_neighbors(self, seed: int) -> Neighborhood:
         """Importance neighbourhoods of all items for evaluation (fixed by ``seed``)."""

@@ -32,6 +32,7 @@ from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.model.encoder import ModelConfig
 from pinsage_ray.training.checkpoint import check_resumable, load_checkpoint, write_model_dir
+from pinsage_ray.training.batches import uses_whole_graph
 from pinsage_ray.training.config import DEFAULT_PRESET, TrainConfig
 from pinsage_ray.training.groups import GroupExamples
 from pinsage_ray.training.pairs import pairs_for
@@ -161,6 +162,7 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
             "producers": producers, "eval_ref": eval_ref,
             "num_batches": batches_per_epoch(_examples_per_epoch(cfg, pairs, groups), cfg),
             "item_ids_ref": ray.put(_item_ids_parquet(store)),
+            "whole_graph": uses_whole_graph(cfg, store.num_items),
             # One torch thread per worker: the producer actors need the other cores, and
             # bench_train measured 2 threads on 2 shared cores running several times slower.
             "threads": 1,

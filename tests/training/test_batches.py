@@ -240,3 +240,45 @@ def test_runs_from_before_a_new_field_resume_with_its_default(tmp_path):
     _check_same_config(fs, str(tmp_path), TrainConfig(), "g")  # same as before: resumes
     with pytest.raises(ValueError, match="loss"):
         _check_same_config(fs, str(tmp_path), TrainConfig(loss="softmax"), "g")
+
+
+@pytest.mark.parametrize("conv", ["propagate", "paper"])
+def test_whole_graph_training_equals_layerwise_embeddings(setup, conv):
+    """Whole-graph training (``whole_graph_max_items``): batches carry item ids and no blocks;
+    the encoder's forward over the epoch's WholeGraph equals layer-wise inference over the
+    same neighbourhood table, and the loss equals the loss on those embeddings."""
+    from pinsage_ray.inference.layerwise import embed_all
+    from pinsage_ray.model import ModelConfig, PinSageEncoder
+    from pinsage_ray.training.batches import uses_whole_graph
+    from pinsage_ray.training.loop import batch_loss, epoch_graph
+
+    store, walker, cfg, pairs = setup
+    base = dataclasses.replace(cfg, group_queries=0.5, max_hard_negatives=2, conv=conv,
+                               whole_graph_max_items=store.num_items)
+    assert uses_whole_graph(base, store.num_items)
+    assert not uses_whole_graph(base, store.num_items + 1)
+    prod = BatchProducer(store.uri, base, pairs)
+    batch = prod.batch(2, 3)
+    sampled = BatchProducer(store.uri, dataclasses.replace(base, whole_graph_max_items=0),
+                            pairs).batch(2, 3)
+    assert batch.inp is None and sampled.inp is not None
+    # the same examples, as item ids instead of output-node indices
+    out_ids = sampled.inp.output_node_ids
+    assert torch.equal(batch.positive, out_ids[sampled.positive])
+    assert torch.equal(batch.shared, out_ids[sampled.shared])
+    real = sampled.query_set >= 0
+    assert torch.equal(batch.query_set[real], out_ids[sampled.query_set[real]])
+    assert torch.equal(batch.hard >= 0, sampled.hard >= 0)
+    inputs = prod.whole_graph(2)
+    torch.manual_seed(0)
+    enc = PinSageEncoder(ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
+                                     num_layers=2, conv=conv, use_id_embedding=True,
+                                     id_skip=conv == "paper")).eval()
+    with torch.no_grad():
+        enc.input_proj.id_embedding.weight.normal_()
+        whole = enc(epoch_graph(inputs, base.pooling))
+    layerwise = embed_all(enc, inputs["features"], store.degrees("item"), inputs["nb_ids"],
+                          inputs["nb_weights"])
+    assert np.abs(whole.numpy() - layerwise).max() < 1e-5
+    loss = batch_loss(whole, batch, base)
+    assert abs(float(loss) - float(batch_loss(torch.from_numpy(layerwise), batch, base))) < 1e-4
