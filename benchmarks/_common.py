@@ -248,6 +248,22 @@ def write_results(name: str, metrics: Iterable[dict[str, Any]], machine: dict[st
     return path
 
 
+def merge_results(name: str, metrics: Iterable[dict[str, Any]], machine: dict[str, Any],
+                  extra_key: str, extra: dict[str, Any]) -> Path:
+    """Add (or replace, by name) ``metrics`` in an existing ``results/NAME.json`` and put
+    ``extra`` under ``extra[extra_key]`` with its own machine record; the file's other
+    metrics, extras and machine are kept (a second script contributing to one benchmark)."""
+    path = RESULTS_DIR / f"{name}.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"benchmark": name, "metrics": []}
+    new = list(metrics)
+    names = {m["name"] for m in new}
+    doc["metrics"] = [m for m in doc.get("metrics", []) if m["name"] not in names] + new
+    doc.setdefault("machine", finish_machine(dict(machine)))
+    doc.setdefault("extra", {})[extra_key] = {**extra, "machine": finish_machine(machine)}
+    _atomic_write_text(path, json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return path
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy scalars and arrays
         return obj.tolist()

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import REPO, RESULTS_DIR, machine_info
+from _common import REPO, RESULTS_DIR, machine_info, merge_results, metric
 
 logger = logging.getLogger("tune_quality")
 DATA = Path(os.environ.get("PINSAGE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -132,7 +133,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     model = PinSageEncoder(model_config_for(store, cfg))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    degree_all = store.degrees("item").astype(np.float64)
+
+    def reweight(ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Screening only: neighbour weights times degree ** -beta, renormalised."""
+        if not args.neighbor_degree_exponent:
+            return weights
+        w = weights * np.maximum(degree_all[np.maximum(ids, 0)], 1) ** -args.neighbor_degree_exponent
+        w = np.where(ids >= 0, w, 0.0)
+        total = w.sum(1, keepdims=True)
+        return (w / np.where(total > 0, total, 1)).astype(np.float32)
+
     nb = producer.eval_neighbors(cfg.seed)
+    nb.weights = reweight(nb.ids, nb.weights)
     feats = store.features()
     feats = None if feats is None else np.asarray(feats, np.float32)
     degree = store.degrees("item")
@@ -144,7 +157,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch = producer.batch(epoch, index % producer.num_batches)
         if batch.inp is None and epoch not in graphs:  # whole-graph training
             graphs.clear()
-            graphs[epoch] = epoch_graph(producer.whole_graph(epoch), cfg.pooling)
+            inputs = producer.whole_graph(epoch)
+            inputs["nb_weights"] = reweight(inputs["nb_ids"], inputs["nb_weights"])
+            graphs[epoch] = epoch_graph(inputs, cfg.pooling)
         loss = batch_loss(model(batch.inp if batch.inp is not None else graphs[epoch]), batch,
                           cfg)
         opt.zero_grad(set_to_none=True)
@@ -190,6 +205,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     no_nb = evaluate(embed_all(model, feats, degree, empty, np.zeros_like(nb.weights)))
     rows[-1].update({f"{k}_without_neighbours": round(float(v), 4) for k, v in no_nb.items()})
     logger.info("final: %s", rows[-1])
+    for k in args.infer_layers:  # the trained weights, embedded with K' propagation hops
+        other = PinSageEncoder(dataclasses.replace(model.config, num_layers=k))
+        other.load_state_dict(model.state_dict(), strict=False)
+        got = evaluate(embed_all(other, feats, degree, nb.ids, nb.weights))
+        rows[-1].update({f"{m}_infer_K{k}": round(float(v), 4) for m, v in got.items()})
+        logger.info("inference with K=%d: %s", k, got)
     if args.calibrate and args.protocol == "p2":
         for a in (0.0, 0.25, 0.5):
             for b in (-0.02, 0.0, 0.02, 0.05, 0.1):
@@ -281,6 +302,13 @@ def main() -> None:
     ap.add_argument("--eval-at", type=float, nargs="*", default=[], help="minutes")
     ap.add_argument("--probe-steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--neighbor-degree-exponent", type=float, default=0.0,
+                    help="whole-graph screening: neighbour weights times degree ** -beta")
+    ap.add_argument("--infer-layers", type=int, nargs="*", default=[],
+                    help="propagate models: also embed the final weights with these K")
+    ap.add_argument("--time-to", type=float, default=None, metavar="VALUE",
+                    help="write the minutes until the validation metric first reaches VALUE "
+                    "to results/train.json (e.g. p2 --time-to 0.17)")
     ap.add_argument("--calibrate", action="store_true",
                     help="p2: also score the final embeddings with degree calibration")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "tune_quality.jsonl")
@@ -294,10 +322,29 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.label = args.label or (" ".join(args.set) or args.preset)
     load = machine_info().get("load_average_start")
+    machine = machine_info()
     rows = run(args)
     with open(args.out, "a") as f:
         for r in rows:
             f.write(json.dumps({**r, "load_average_start": load}) + "\n")
+    if args.time_to is not None:
+        key, threshold = {"p2": "recall@20", "p1": "hit@10", "planted": "fine_p10"}[
+            args.protocol], args.time_to
+        curve = [(r["train_minutes"], r[key]) for r in rows if "calibration" not in r]
+        reached = [m for m, v in curve if v >= threshold]
+        name = (f"{args.protocol}_{'gowalla' if args.protocol == 'p2' else 'ml100k'}_minutes_to_"
+                f"{key.replace('@', '').replace('_', '')}_{str(threshold).replace('.', '_')}")
+        value = reached[0] if reached else float("nan")
+        path = merge_results("train", [metric(name, value, "min", False)], machine,
+                             "time_to_quality", {
+                                 "metric": name, "curve_minutes_value": curve,
+                                 "command": "python benchmarks/tune_quality.py " + " ".join(
+                                     sys.argv[1:]),
+                                 "how": "minutes of in-process training (batches built on the "
+                                        "same core) until the validation split first reaches "
+                                        "the threshold, at the evaluated points of one "
+                                        "schedule planned for --minutes"})
+        print(f"{name} = {value} ({path})")
 
 
 if __name__ == "__main__":

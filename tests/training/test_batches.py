@@ -179,7 +179,14 @@ def test_config_validation():
         TrainConfig(loss="bpr")
     with pytest.raises(ValueError, match="temperature"):
         TrainConfig(loss="softmax", temperature=-1.0)
-    cfg = TrainConfig(neighbors={"top_t": 5})
+    with pytest.raises(ValueError, match="conv='gat'"):
+        TrainConfig(conv="gat")
+    with pytest.raises(ValueError, match="num_layers=-1"):
+        TrainConfig(num_layers=-1)
+    with pytest.raises(ValueError, match="whole_graph_max_items=-5"):
+        TrainConfig(whole_graph_max_items=-5)
+    assert TrainConfig(num_layers=0).num_layers == 0  # the no-graph ablation
+    cfg = TrainConfig(neighbors={"top_t": 5}, conv="propagate")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 

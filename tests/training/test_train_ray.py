@@ -57,12 +57,16 @@ def test_softmax_loss_learns_through_ray_train(ray_session, planted_graph, tmp_p
     assert meta["epoch"] == result.best["epoch"]
 
 
-def test_group_context_preset_learns_the_served_task(ray_session, planted_graph, tmp_path):
+@pytest.mark.parametrize("model", [
+    {"conv": "paper"},  # sampled K-hop blocks
+    {"conv": "propagate", "whole_graph_max_items": 10**6}])  # every item per step
+def test_group_context_preset_learns_the_served_task(ray_session, planted_graph, tmp_path,
+                                                     model):
     """The 'groups' preset through Ray Train: group-context batches, the group metric, and
-    model selection on it."""
+    model selection on it; with sampled blocks and with whole-graph propagation."""
     cfg = TrainConfig.preset("groups", num_epochs=2, batch_size=64, batches_per_epoch=12,
                              num_shared_negatives=64, group_query_size=5, val_fraction=0.1,
-                             seed=1, neighbors={"num_walks": 30, "top_t": 8})
+                             seed=1, neighbors={"num_walks": 30, "top_t": 8}, **model)
     result = train(planted_graph, cfg, tmp_path / "run")
     last = result.history[-1]
     # 400 items in 8 planted communities: a random ranking hits the top 10 with p ~ 0.025
