@@ -199,6 +199,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                **{k: round(float(v), 4) for k, v in evaluate(emb).items()}}
         logger.info("%s", row)
         rows.append(row)
+    if args.save_model:
+        torch.save(model.state_dict(), args.save_model)
     rows[-1].update(signal_shares(model, feats, degree, nb))
     # the trained model's own use of the graph: embed again with every neighbourhood empty
     empty = np.full_like(nb.ids, -1)
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for a in (0.0, 0.25, 0.5):
             for b in (-0.02, 0.0, 0.02, 0.05, 0.1):
                 metrics = evaluate(emb, a, b)
-                rows.append({**rows[-1], "label": f"{args.label} | query deg^-{a}, +{b} log deg",
+                rows.append({**rows[-1], "label": f"{args.label}; query deg^-{a}, +{b} log deg",
                              "calibration": [a, b],
                              **{k: round(float(v), 4) for k, v in metrics.items()}})
                 logger.info("calibration a=%s b=%s: %s", a, b, metrics)
@@ -276,16 +278,24 @@ def producer_walker(graph_dir: str) -> Any:
     return LocalWalker(graph_dir)
 
 
-def table(path: Path) -> str:
+def table(path: Path, protocol: str | None = None) -> str:
+    """Markdown of the evaluations in ``path`` (one protocol, or all): the planned budget
+    (planned steps x the probed step time), the metric, and for final evaluations the metric
+    when the same weights are embedded without neighbours."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    keys = [k for k in ("recall@20", "ndcg@20", "hr@10", "mrr", "fine_p10", "coarse_p10")
+    rows = [r for r in rows if protocol in (None, r["protocol"])]
+    keys = [k for k in ("recall@20", "ndcg@20", "hit@10", "mrr", "fine_p10", "coarse_p10")
             if any(k in r for r in rows)]
-    head = ["protocol", "label", "seed", "step", "train min", *keys]
+    head = ["protocol", "run", "seed", "step / planned", "budget min", *keys,
+            f"{keys[0]} without neighbours", "own-input or id share"]
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
+        share = r.get("own_input_share", r.get("id_share", ""))
         out.append("| " + " | ".join(str(x) for x in (
-            r["protocol"], r["label"], r["seed"], f"{r['step']}/{r['planned_steps']}",
-            r["train_minutes"], *(r.get(k, "") for k in keys))) + " |")
+            r["protocol"], r["label"].replace("|", ";"), r["seed"],
+            f"{r['step']}/{r['planned_steps']}", round(r["planned_steps"] * r["s_per_step"] / 60, 1),
+            *(r.get(k, "") for k in keys), r.get(f"{keys[0]}_without_neighbours", ""),
+            share)) + " |")
     return "\n".join(out)
 
 
@@ -309,13 +319,14 @@ def main() -> None:
     ap.add_argument("--time-to", type=float, default=None, metavar="VALUE",
                     help="write the minutes until the validation metric first reaches VALUE "
                     "to results/train.json (e.g. p2 --time-to 0.17)")
+    ap.add_argument("--save-model", type=Path, default=None, help="final state dict here")
     ap.add_argument("--calibrate", action="store_true",
                     help="p2: also score the final embeddings with degree calibration")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "tune_quality.jsonl")
     ap.add_argument("--table", action="store_true", help="print --out as markdown and exit")
     args = ap.parse_args()
     if args.table:
-        print(table(args.out))
+        print(table(args.out, args.protocol))
         return
     if args.protocol is None:
         ap.error("give a protocol (p1, p2, planted) or --table")

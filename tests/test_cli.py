@@ -84,7 +84,12 @@ def test_presets():
     assert items.resolved(has_timestamps=False).group_queries == 1.0
     assert TrainConfig.preset("items", positives="walks").resolved(True).group_queries == 1.0
     assert TrainConfig.preset("items", group_queries=0.3).resolved(False).group_queries == 0.3
-    assert TrainConfig.preset("groups").group_queries == 1.0
+    groups = TrainConfig.preset("groups")
+    assert groups.group_queries == 1.0
+    # linear propagation over 500-walk neighbourhoods, whole graph (docs/quality.md)
+    assert (groups.conv, groups.num_layers, groups.neighbors.num_walks) == ("propagate", 1, 500)
+    assert groups.whole_graph_max_items == 1_000_000
+    assert TrainConfig.preset("groups", neighbors={"top_t": 5}).neighbors.num_walks == 500
     assert set(PRESETS) == {"items", "groups", "paper"}
     with pytest.raises(ValueError, match="preset='nope'"):
         TrainConfig.preset("nope")

@@ -58,8 +58,8 @@ def test_softmax_loss_learns_through_ray_train(ray_session, planted_graph, tmp_p
 
 
 @pytest.mark.parametrize("model", [
-    {"conv": "paper"},  # sampled K-hop blocks
-    {"conv": "propagate", "whole_graph_max_items": 10**6}])  # every item per step
+    {},  # the preset: linear propagation, every item per step (whole graph)
+    {"conv": "paper", "num_layers": 2, "whole_graph_max_items": 0}])  # sampled K-hop blocks
 def test_group_context_preset_learns_the_served_task(ray_session, planted_graph, tmp_path,
                                                      model):
     """The 'groups' preset through Ray Train: group-context batches, the group metric, and
