@@ -272,6 +272,26 @@ def signal_shares(model: Any, feats: np.ndarray | None, degree: np.ndarray,
                 "cos_embedding_conv": round(float(cos(emb, conv)[has].mean()), 4)}
 
 
+def neighbour_stats(graph_dir: str, walk_counts: list[int], top_t: int = 10,
+                    sample: int = 2000) -> None:
+    """How well ``num_walks`` walks resolve each item's top-T: visits of the T-th neighbour
+    (ties at 1-2 visits are broken by item id) and the neighbours' mean degree."""
+    from pinsage_ray.graph import GraphStore
+
+    store = GraphStore(graph_dir)
+    deg = store.degrees("item")
+    items = np.random.default_rng(0).choice(store.num_items, min(sample, store.num_items),
+                                            replace=False)
+    walker = producer_walker(graph_dir)
+    for nw in walk_counts:
+        nb = walker.importance_neighbors(items, num_walks=nw, walk_length=2, restart_prob=0.5,
+                                         top_t=top_t, seed=1)
+        last = nb.counts[:, top_t - 1]
+        print(f"{nw} walks: visits of the {top_t}th neighbour median {np.median(last):.0f}, "
+              f"<= 2 for {np.mean(last <= 2):.1%} of {len(items)} items; neighbours' mean "
+              f"degree {deg[nb.ids[nb.ids >= 0]].mean():.0f} (items' {deg[items].mean():.0f})")
+
+
 def producer_walker(graph_dir: str) -> Any:
     from pinsage_ray.sampling.local import LocalWalker
 
@@ -284,6 +304,8 @@ def table(path: Path, protocol: str | None = None) -> str:
     when the same weights are embedded without neighbours."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if protocol in (None, r["protocol"])]
+    if not rows:
+        return f"(no evaluations of {protocol or 'any protocol'} in {path})"
     keys = [k for k in ("recall@20", "ndcg@20", "hit@10", "mrr", "fine_p10", "coarse_p10")
             if any(k in r for r in rows)]
     head = ["protocol", "run", "seed", "step / planned", "budget min", *keys,
@@ -323,6 +345,8 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true",
                     help="p2: also score the final embeddings with degree calibration")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "tune_quality.jsonl")
+    ap.add_argument("--neighbour-stats", type=int, nargs="*", metavar="WALKS",
+                    help="print how well these walk counts resolve the top-10 and exit")
     ap.add_argument("--table", action="store_true", help="print --out as markdown and exit")
     args = ap.parse_args()
     if args.table:
@@ -331,6 +355,9 @@ def main() -> None:
     if args.protocol is None:
         ap.error("give a protocol (p1, p2, planted) or --table")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.neighbour_stats:
+        neighbour_stats(protocol_data(args.protocol, args.seed)[0], args.neighbour_stats)
+        return
     args.label = args.label or (" ".join(args.set) or args.preset)
     load = machine_info().get("load_average_start")
     machine = machine_info()
