@@ -34,7 +34,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                       ("num_shared_negatives", int), ("max_hard_negatives", int),
                       ("max_failures", int), ("sequence_window", int), ("seed", int),
                       ("group_queries", float), ("group_query_size", int),
-                      ("id_dropout", float), ("id_weight", float)]:
+                      ("id_dropout", float), ("id_weight", float),
+                      ("whole_graph_max_items", int)]:
         dv = getattr(d, name)
         dv = "auto (0.5 with ordered pairs, else 1)" if dv is None else dv
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,

@@ -177,6 +177,32 @@ class NeighborPooling(nn.Module):
             )
         self.pooling = pooling
 
+    def transform_neighbors(self, h: torch.Tensor) -> torch.Tensor:
+        """What a node sends its neighbours (subclasses: the paper's ``ReLU(Q h + q)``, or the
+        current layer for propagation)."""
+        raise NotImplementedError
+
+    def combine(self, h_self: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """A node's next vector from its own vector and its pooled neighbours (subclasses)."""
+        raise NotImplementedError
+
+    def forward_block(self, h_src: torch.Tensor, block: Block) -> torch.Tensor:
+        """The layer for the destination nodes of one sampled :class:`Block`.
+
+        Args:
+            h_src: ``(block.num_src, D)`` vectors of the block's source nodes.
+            block: the hop; its destination nodes are the first ``num_dst`` source nodes.
+
+        Returns:
+            ``(block.num_dst, D_out)``.
+        """
+        if h_src.shape[0] != block.num_src:
+            raise ValueError(
+                f"h_src has {h_src.shape[0]} rows; expected block.num_src = {block.num_src}."
+            )
+        n_src = self.transform_neighbors(h_src)  # once per source node
+        return self.combine(h_src[: block.num_dst], self.pooling_matrix(block, n_src.dtype) @ n_src)
+
     def forward_whole(self, h: torch.Tensor, graph: WholeGraph) -> torch.Tensor:
         """The layer for every item at once: ``combine(h, P @ transform_neighbors(h))``."""
         return self.combine(h, graph.propagate(self.transform_neighbors(h)))
@@ -325,23 +351,6 @@ class PinSageConv(NeighborPooling):
             raise ValueError(f"mask must be a bool tensor; got {mask.dtype}.")
         return self.combine(h_self, self.aggregate(h_neighbors, weights, mask))
 
-    def forward_block(self, h_src: torch.Tensor, block: Block) -> torch.Tensor:
-        """CONVOLVE for the destination nodes of one sampled :class:`Block`.
-
-        Args:
-            h_src: ``(block.num_src, in_dim)`` vectors of the block's source nodes.
-            block: the hop; its destination nodes are the first ``num_dst`` source nodes.
-
-        Returns:
-            ``(block.num_dst, out_dim)``.
-        """
-        if h_src.shape[0] != block.num_src:
-            raise ValueError(
-                f"h_src has {h_src.shape[0]} rows; expected block.num_src = {block.num_src}."
-            )
-        n_src = self.transform_neighbors(h_src)  # once per source node
-        return self.combine(h_src[: block.num_dst], self.pooling_matrix(block, n_src.dtype) @ n_src)
-
 
 class PropagationLayer(NeighborPooling):
     """Linear propagation over importance neighbourhoods (LightGCN's layer, not the paper's).
@@ -405,13 +414,3 @@ class PropagationLayer(NeighborPooling):
             )
         return self.combine(h_self, self.pool(self.transform_neighbors(h_neighbors), weights,
                                               mask))
-
-    def forward_block(self, h_src: torch.Tensor, block: Block) -> torch.Tensor:
-        """One propagation step for the destination nodes of a sampled :class:`Block`."""
-        if h_src.shape[0] != block.num_src:
-            raise ValueError(
-                f"h_src has {h_src.shape[0]} rows; expected block.num_src = {block.num_src}."
-            )
-        n_src = self.transform_neighbors(h_src)
-        return self.combine(h_src[: block.num_dst],
-                            self.pooling_matrix(block, n_src.dtype) @ n_src)
