@@ -211,6 +211,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
                     help="also train these same-recipe variants (no_graph: K = 0; paper_layer: "
                     "the paper's CONVOLVE) on the same seeds, for every protocol run")
+    ap.add_argument("--variant-seeds", nargs="+", type=int, default=None,
+                    help="seeds of the --variants runs (default: --seeds)")
     ap.add_argument("--ablation", action="store_true", help="P1 ablation table")
     ap.add_argument("--ablation-seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--no-baselines", action="store_true")
@@ -250,7 +252,8 @@ def main() -> None:
         data = p1_data(Path(args.data_dir) / "ml-100k", cache / "p1")
         cfg = _merge(_merge(P1_CONFIG, over), quick)
         rep = run_pinsage(data, cfg, cache / "p1", args.seeds)
-        var = run_variants(data, cfg, cache / "p1-variants", args.seeds, args.variants)
+        var = run_variants(data, cfg, cache / "p1-variants", args.variant_seeds or args.seeds,
+                           args.variants)
         rows = {"pinsage": rep["rows"]["pinsage"], **_variant_rows(var),
                 **baselines(data, P1_BASELINES)}
         p = rows["pinsage"]
@@ -296,7 +299,8 @@ def main() -> None:
                        validation=args.p2_validation)
         cfg = _merge(_merge(_merge(P2_CONFIG, over), json.loads(args.p2_config)), quick)
         rep = run_pinsage(data, cfg, cache / "p2", args.seeds)
-        var = run_variants(data, cfg, cache / "p2-variants", args.seeds, args.variants)
+        var = run_variants(data, cfg, cache / "p2-variants", args.variant_seeds or args.seeds,
+                           args.variants)
         rows = {"pinsage": rep["rows"]["pinsage"], **_variant_rows(var),
                 **baselines(data, P2_BASELINES + (("ease",) if args.p2_ease else ()))}
         p = rows["pinsage"]
