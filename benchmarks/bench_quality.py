@@ -114,8 +114,15 @@ def run_variants(data: Any, cfg: dict[str, Any], workdir: Path, seeds: list[int]
 
 
 def _variant_rows(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
-    return {f"PinSage, {VARIANT_WORDS[n]}": rep["rows"]["pinsage"]
-            for n, rep in variants.items()}
+    """Table rows of the variants; a one-seed variant gets no ``± std`` (it has none)."""
+    out = {}
+    for n, rep in variants.items():
+        row, seeds = rep["rows"]["pinsage"], rep["seeds"]
+        if len(seeds) == 1:
+            row = {k: v for k, v in row.items() if not k.endswith("_std")}
+        out[f"PinSage, {VARIANT_WORDS[n]}" + (f", seed {seeds[0]}" if len(seeds) == 1
+                                               else "")] = row
+    return out
 
 
 def _loss_words(cfg: dict[str, Any]) -> str:
