@@ -110,11 +110,14 @@ def evaluate_embeddings(emb: np.ndarray, val_q: np.ndarray, val_p: np.ndarray,
 
 def epoch_graph(inputs: dict[str, Any], pooling: str, device: Any = "cpu") -> WholeGraph:
     """The epoch's :class:`WholeGraph` from a producer's ``whole_graph(epoch)`` arrays."""
+    def tensor(a: np.ndarray) -> torch.Tensor:  # arrays from the object store are read-only
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
     f = inputs["features"]
     return WholeGraph.from_neighbors(
-        torch.from_numpy(inputs["node_ids"]), None if f is None else torch.from_numpy(f),
-        torch.from_numpy(inputs["log_degree"]), torch.from_numpy(inputs["nb_ids"]),
-        torch.from_numpy(inputs["nb_weights"]), pooling).to(device)
+        tensor(inputs["node_ids"]), None if f is None else tensor(f),
+        tensor(inputs["log_degree"]), tensor(inputs["nb_ids"]), tensor(inputs["nb_weights"]),
+        pooling).to(device)
 
 
 def _unwrap(model: torch.nn.Module) -> PinSageEncoder:
