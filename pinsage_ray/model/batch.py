@@ -227,6 +227,21 @@ class EncoderInput:
             expected_src = block.num_dst
 
 
+def pooling_weights(weights: torch.Tensor, mask: torch.Tensor, pooling: str,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """``(B, T)`` pooling weights: importance (``weights``) or uniform (``"mean"``) over the
+    real entries (``mask``), summing to 1 per row; 0 at padding, and all 0 for a row without
+    real weight. The layers' pooling and :class:`WholeGraph`'s matrix both use it."""
+    if pooling == "importance":
+        w = weights.to(dtype).masked_fill(~mask, 0.0)
+    else:
+        w = mask.to(dtype)
+    total = w.sum(dim=1, keepdim=True)
+    # Where total == 0 every weight is 0 too; dividing by 1 keeps them (and their gradient)
+    # finite.
+    return w / torch.where(total > 0, total, torch.ones_like(total))
+
+
 class _Propagate(torch.autograd.Function):
     """``P @ h`` whose backward is ``P^T @ grad`` with a precomputed CSR transpose (torch's
     own sparse backward transposes ``P`` on every call: about 2x slower per step)."""
@@ -272,10 +287,7 @@ class WholeGraph:
         """Build from an ``(N, T)`` neighbour table (``-1`` pads) and its importance weights;
         ``pooling="mean"`` weighs real neighbours equally, as the layers' pooling does."""
         mask = nb_ids >= 0
-        w = nb_weights.to(torch.float32).masked_fill(~mask, 0.0) if pooling == "importance" \
-            else mask.to(torch.float32)
-        total = w.sum(dim=1, keepdim=True)
-        w = w / torch.where(total > 0, total, torch.ones_like(total))
+        w = pooling_weights(nb_weights, mask, pooling, torch.float32)
         keep = mask & (w > 0)
         n = int(nb_ids.shape[0])
         crow = torch.zeros(n + 1, dtype=torch.int64)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pinsage_ray.model.batch import Block, WholeGraph
+from pinsage_ray.model.batch import Block, WholeGraph, pooling_weights
 
 __all__ = ["InputProjection", "PinSageConv", "PropagationLayer", "POOLING_MODES"]
 
@@ -228,14 +228,7 @@ class NeighborPooling(nn.Module):
                         dtype: torch.dtype) -> torch.Tensor:
         """``(B, T)`` pooling weights: importance (or uniform) over real entries, summing to 1
         per row; 0 at padding, and all 0 for a row without real weight."""
-        if self.pooling == "importance":
-            w = weights.to(dtype).masked_fill(~mask, 0.0)
-        else:
-            w = mask.to(dtype)
-        total = w.sum(dim=1, keepdim=True)
-        # Where total == 0 every weight is 0 too; dividing by 1 keeps them (and their
-        # gradient) finite.
-        return w / torch.where(total > 0, total, torch.ones_like(total))
+        return pooling_weights(weights, mask, self.pooling, dtype)
 
     def pooling_matrix(self, block: Block, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Sparse ``(num_dst, num_src)`` matrix whose product with the transformed source

@@ -62,7 +62,8 @@ class TrainBatch:
         return int(self.query.shape[0])
 
     def to(self, device: torch.device | str) -> TrainBatch:
-        return TrainBatch(None if self.inp is None else self.inp.to(device), self.query.to(device), self.positive.to(device),
+        return TrainBatch(None if self.inp is None else self.inp.to(device),
+                          self.query.to(device), self.positive.to(device),
                           self.shared.to(device), self.hard.to(device),
                           None if self.query_set is None else self.query_set.to(device))
 
