@@ -229,7 +229,7 @@ def one_run(graph: Path, args: argparse.Namespace, workers: int, prefetch: int,
     base = tree.sample()
     t0 = time.perf_counter()
     try:
-        res = train(graph, cfg, run_dir)
+        res = train(graph, run_dir, cfg)
         wall = time.perf_counter() - t0
         tree.sample()
         peak, procs = tree.peak, tree.peak_processes

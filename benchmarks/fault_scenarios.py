@@ -403,7 +403,7 @@ def train_reference(lc: LocalCluster, graph: str, run: Path) -> tuple[Path, Any,
     from pinsage_ray.training import train
 
     before = train_worker_nodes()
-    result = train(graph, fault_train_config(), run)
+    result = train(graph, run, fault_train_config())
     nodes = [n for aid, n in train_worker_nodes().items() if aid not in before]
     return run, result, nodes
 

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%s", store)
 
     t = time.perf_counter()
-    result = train(args.graph_dir, cfg, args.run_dir, address=args.address)
+    result = train(args.graph_dir, args.run_dir, cfg, address=args.address)
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                       neighbors={"num_walks": 50, "top_t": 10})
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: an existing run_dir would be resumed instead
-    result = train(graph_dir, cfg, run_dir)
+    result = train(graph_dir, run_dir, cfg)
 
     logger.info("3/4 embedding %d movies and building the index", store.num_items)
     embed(run_dir, mode="auto")

@@ -177,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
     from pinsage_ray.training import train
 
     t0 = time.perf_counter()
-    result = train(args.graph_dir, train_config_from_args(args), args.run_dir,
+    result = train(args.graph_dir, args.run_dir, train_config_from_args(args),
                    address=args.address, show_progress=True)
     print(train_summary(result, time.perf_counter() - t0, args.log_handler))
     return 0

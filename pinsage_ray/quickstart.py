@@ -64,7 +64,7 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
         import shutil
 
         shutil.rmtree(run_dir)  # the quickstart always starts from scratch
-    result = train(graph_dir, train_cfg, run_dir, show_progress=show_progress)
+    result = train(graph_dir, run_dir, train_cfg, show_progress=show_progress)
     report["training"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()
                            if k in ("epoch", "loss", "examples_per_s", "hard_negatives",
                                     "val_hit_at_10", "val_mrr")} for m in result.history]

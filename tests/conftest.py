@@ -172,7 +172,7 @@ def tiny_train_config():
     def config(num_workers: int = 1):
         from pinsage_ray.training import TrainConfig
 
-        return TrainConfig(num_epochs=1, num_workers=num_workers, batch_size=32,
+        return TrainConfig.preset("paper", num_epochs=1, num_workers=num_workers, batch_size=32,
                            batches_per_epoch=3, num_shared_negatives=32, lr=3e-3,
                            val_fraction=0.1, seed=1, neighbors={"num_walks": 20, "top_t": 8})
 
@@ -251,10 +251,10 @@ def trained_run(ray_session, holdout, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("trained")
     graph = str(base / "graph")
     prepare(holdout[0], graph)
-    cfg = TrainConfig(num_epochs=3, num_workers=1, batch_size=64, batches_per_epoch=25,
+    cfg = TrainConfig.preset("paper", num_epochs=3, num_workers=1, batch_size=64, batches_per_epoch=25,
                       num_shared_negatives=64, max_hard_negatives=2, hard_band=(0.05, 0.4),
                       lr=3e-3, seed=2, neighbors={"num_walks": 30, "top_t": 8})
-    result = train(graph, cfg, base / "run")
+    result = train(graph, base / "run", cfg)
     embed(base / "run", mode="local")
     build_index(base / "run")
     return {"graph": graph, "run": str(base / "run"), "result": result}

@@ -223,7 +223,7 @@ def run_protocol(data: ProtocolData, config: Any, workdir: str | os.PathLike, *,
     for seed in seeds:
         cfg = dataclasses.replace(config, seed=seed)
         run_dir = Path(workdir) / f"run-seed{seed}"
-        result = train(data.graph_dir, cfg, run_dir)
+        result = train(data.graph_dir, run_dir, cfg)
         embed(run_dir, mode="local")
         metrics = evaluate_scorer(PinSageScorer(run_dir, data), data)
         runs.append({"seed": seed, "metrics": metrics, "best_epoch": result.best["epoch"],

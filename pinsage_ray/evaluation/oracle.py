@@ -53,7 +53,7 @@ def _train_and_embed(graph_dir: str, config: Any, run_dir: Path) -> np.ndarray:
     from pinsage_ray.training import train
 
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run (train() would resume)
-    train(graph_dir, config, run_dir)
+    train(graph_dir, run_dir, config)
     embed(run_dir, mode="local")
     return load_embeddings(run_dir)[1]
 

@@ -37,7 +37,14 @@ class NeighborConfig:
 
 @dataclass
 class TrainConfig:
-    """PinSage training configuration (sections 3.2-3.3 of the paper)."""
+    """PinSage training configuration (sections 3.2-3.3 of the paper).
+
+    The defaults are the ``"items"`` preset, the best measured recipe for related items
+    (docs/quality.md): learnable id vectors balanced against the convolution, a sampled
+    softmax over 2,000 uniform shared negatives, no hard negatives. The paper's exact
+    settings (max-margin loss, degree-sampled negatives, curriculum hard negatives) are
+    ``TrainConfig.preset("paper")``; ``"groups"`` is the recipe for group recommendations.
+    """
 
     # model
     hidden_dim: int = 64           # width of every convolution
@@ -45,10 +52,10 @@ class TrainConfig:
     num_layers: int = 2            # K stacked convolutions (0 = the no-graph ablation)
     conv: str = "paper"            # 'paper' (CONVOLVE) or 'propagate' (linear, layers averaged)
     pooling: str = "importance"    # 'importance' (paper) or 'mean' (ablation)
-    use_id_embedding: bool | None = None  # learnable per-item vector; None = only without features
+    use_id_embedding: bool | None = True  # learnable per-item vector; None = only without features
     id_skip: bool | None = None    # add id vectors to the output (not in the paper); None = iff ids
-    balanced_skip: bool = False    # normalise conv output and id term apart, then add
-    id_weight: float = 1.0         # balanced_skip: weight of the id term (1 = equal say)
+    balanced_skip: bool = True     # normalise conv output and id term apart, then add
+    id_weight: float = 0.7         # balanced_skip: weight of the id term (1 = equal say)
     neighbors: NeighborConfig = field(default_factory=NeighborConfig)
     # data
     positives: str = "auto"        # 'sequence' needs timestamps; 'auto' uses them when present
@@ -57,28 +64,28 @@ class TrainConfig:
     symmetric_pairs: bool = False  # also train every positive pair in the other direction
     pair_weighting: str = "count"  # 'count': frequent pairs sampled more; 'distinct': once each
     pairs_per_item: int = 4        # 'walks' positives drawn per item per epoch pool
-    group_queries: float | None = 0.0  # share of group-context examples; None = auto (below)
+    group_queries: float | None = None  # share of group-context examples; None = auto (below)
     group_query_size: int = 10     # group-context query sets: at most this many items
     val_fraction: float = 0.05     # held-out pairs for per-epoch hit@10 / MRR
     max_val_pairs: int = 2000      # cap on evaluated pairs (evaluation cost)
     # negatives (section 3.3)
-    num_shared_negatives: int = 500  # easy negatives shared by the whole minibatch
-    negative_sampling: str = "degree"  # 'uniform' or 'degree' (degree ** 0.75)
-    max_hard_negatives: int = 6    # curriculum cap: epoch n uses min(n - 1, cap) per query
+    num_shared_negatives: int = 2000  # easy negatives shared by the whole minibatch
+    negative_sampling: str = "uniform"  # 'uniform' or 'degree' (degree ** 0.75)
+    max_hard_negatives: int = 0    # curriculum cap: epoch n uses min(n - 1, cap) per query
     hard_band: tuple[float, float] = (0.02, 0.2)  # PPR ranks (fractions of items, or ints)
     curriculum: bool = True        # False: max_hard_negatives from epoch 1 (ablation)
     hard_num_walks: int = 100      # walks per query for the PPR estimate
     # optimisation
     num_epochs: int = 5
-    batch_size: int = 256          # queries per minibatch per worker
+    batch_size: int = 1024         # queries per minibatch per worker
     batches_per_epoch: int = 0     # 0 = one pass over the training pairs
-    lr: float = 1e-3
+    lr: float = 1e-2
     warmup_fraction: float = 0.05  # linear warm-up over this fraction of all steps
     weight_decay: float = 0.0
-    loss: str = "max_margin"       # 'max_margin' (paper), 'softmax' or 'contrastive' (SimpleX)
+    loss: str = "softmax"          # 'max_margin' (paper), 'softmax' or 'contrastive' (SimpleX)
     margin: float = 0.1            # max-margin loss: Delta; contrastive: negative cosine margin
     negative_weight: float = 1.0   # contrastive loss: weight of the negatives' mean hinge
-    temperature: float = 0.05      # softmax loss: logits are scores / temperature
+    temperature: float = 0.1       # softmax loss: logits are scores / temperature
     grad_clip: float = 0.0         # 0 = no clipping
     id_dropout: float = 0.0        # share of items trained without their id vector per batch
     # execution
@@ -219,23 +226,29 @@ class TrainConfig:
 #: per hop) outgrow a worker and the sampled blocks take over.
 WHOLE_GRAPH_MAX_ITEMS = 1_000_000
 
-#: The measured recipes behind :meth:`TrainConfig.preset` (docs/quality.md). Both learned
-#: recipes train learnable id vectors (with features when the graph has them; items without
-#: a trained id fall back to features and neighbours), a sampled softmax over 2,000 uniform
-#: shared negatives at temperature 0.1, batches of 1,024 at lr 1e-2, and 5 passes over the
-#: training examples; they differ in the share of group-context examples (training/groups.py).
-_LEARNED: dict[str, Any] = dict(
-    use_id_embedding=True, loss="softmax", temperature=0.1, num_shared_negatives=2000,
-    negative_sampling="uniform", max_hard_negatives=0, batch_size=1024, lr=1e-2,
-    num_epochs=5, batches_per_epoch=0)
+#: The paper's settings (sections 3.2-3.3) where they differ from the defaults: a max-margin
+#: loss over 500 degree-sampled shared negatives, curriculum hard negatives (up to 6 per query
+#: from PPR ranks 2-20 %), batches of 256 at lr 1e-3, ids only for featureless graphs, item
+#: pairs only.
+_PAPER: dict[str, Any] = dict(
+    use_id_embedding=None, balanced_skip=False, id_weight=1.0, group_queries=0.0,
+    num_shared_negatives=500, negative_sampling="degree", max_hard_negatives=6,
+    batch_size=256, lr=1e-3, loss="max_margin", temperature=0.05)
+#: The measured recipes behind :meth:`TrainConfig.preset` (docs/quality.md), on validation
+#: splits only and the same for every dataset. ``items`` is the dataclass defaults: learnable
+#: id vectors (with features when the graph has them; items without a trained id fall back to
+#: features and neighbours) balanced against the convolution, a sampled softmax over 2,000
+#: uniform shared negatives at temperature 0.1, batches of 1,024 at lr 1e-2, 5 passes over the
+#: training examples, the share of group-context examples chosen by the graph (training/groups.py).
 PRESETS: dict[str, dict[str, Any]] = {
-    "items": {**_LEARNED, "group_queries": None, "balanced_skip": True, "id_weight": 0.7},
+    "items": {},
     # linear propagation (one hop) over neighbourhoods of 500 walks per item, every item per
     # step up to a million items (docs/quality.md: +0.033 P2 validation Recall@20 over the
     # paper layer at equal minutes; 50 walks leave 98 % of Gowalla's 10th neighbours tied)
-    "groups": {**_LEARNED, "group_queries": 1.0, "conv": "propagate", "num_layers": 1,
-               "neighbors": {"num_walks": 500}, "whole_graph_max_items": WHOLE_GRAPH_MAX_ITEMS},
-    "paper": {},
+    "groups": {"group_queries": 1.0, "balanced_skip": False, "id_weight": 1.0,
+               "conv": "propagate", "num_layers": 1, "neighbors": {"num_walks": 500},
+               "whole_graph_max_items": WHOLE_GRAPH_MAX_ITEMS},
+    "paper": _PAPER,
 }
 #: ``group_queries=None`` on a graph whose pairs are ordered (sequence) pairs.
 AUTO_GROUP_SHARE_ORDERED = 0.5

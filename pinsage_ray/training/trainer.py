@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,17 +95,20 @@ def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
                                id_weight=cfg.id_weight)
 
 
-def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str | os.PathLike,
-          *, address: str | None = None, num_cpus: int | None = None,
-          show_progress: bool = False) -> TrainResult:
+def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
+          config: TrainConfig | None = None, *, address: str | None = None,
+          num_cpus: int | None = None, show_progress: bool = False) -> TrainResult:
     """Train PinSage on a graph directory with Ray Train.
 
     Args:
         graph_dir: graph directory from :func:`pinsage_ray.prepare` (shared storage on a
             cluster).
-        config: training configuration (defaults when None).
         run_dir: where checkpoints, ``metrics.jsonl`` and the final ``model/`` go; rerunning
             with the same directory resumes from its last checkpoint.
+        config: training configuration; None = ``TrainConfig()``, the ``"items"`` preset
+            (the best measured recipe for related items); ``TrainConfig.preset("groups")``
+            for group recommendations. The pre-0.1 order ``train(graph_dir, config,
+            run_dir)`` still works, with a DeprecationWarning.
         address: Ray address (default: a new local instance, or ``RAY_ADDRESS``).
         num_cpus: CPUs of a new local Ray instance.
         show_progress: draw a bar per epoch and print one line of metrics per epoch on
@@ -121,6 +125,17 @@ def train(graph_dir: str | os.PathLike, config: TrainConfig | None, run_dir: str
     from pinsage_ray.training.loop import train_loop
     from pinsage_ray.training.progress import watch_progress
 
+    if isinstance(run_dir, TrainConfig) or run_dir is None:  # train(graph_dir, config, run_dir)
+        warnings.warn("train(graph_dir, config, run_dir) is deprecated; call "
+                      "train(graph_dir, run_dir, config=config)", DeprecationWarning,
+                      stacklevel=2)
+        run_dir, config = config, run_dir  # type: ignore[assignment]
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"train(config={config!r}): expected a TrainConfig or None, e.g. "
+                        "TrainConfig.preset('groups')")
+    if run_dir is None or isinstance(run_dir, TrainConfig):
+        raise TypeError("train(run_dir=...) is required: the directory for checkpoints and "
+                        "the trained model")
     store = GraphStore(graph_dir)
     cfg = (config or TrainConfig.preset(DEFAULT_PRESET)).resolved(store.has_timestamps)
     graph_uri = os.fspath(graph_dir) if "://" in os.fspath(graph_dir) else os.path.abspath(graph_dir)
@@ -218,8 +233,9 @@ def _check_same_config(fs: Any, run_path: str, cfg: TrainConfig, graph_uri: str)
     current = {"train_config": cfg.to_dict(), "graph_dir": graph_uri}
     if _io.exists(fs, path):
         previous = _io.read_json(fs, path)
-        # a run written before a field existed ran with that field's default
-        for key, value in json.loads(json.dumps(TrainConfig().to_dict())).items():
+        # a run written before a field existed ran with that field's default then, which
+        # the 'paper' preset keeps (the dataclass defaults were the paper's until 0.1)
+        for key, value in json.loads(json.dumps(TrainConfig.preset("paper").to_dict())).items():
             previous["train_config"].setdefault(key, value)
         now = json.loads(json.dumps(current))
         for run in (previous, now):  # these may change between resumed runs

@@ -48,7 +48,7 @@ def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inp
 
     # two Train workers, one per worker node; walks in their producers (no shard actors)
     workers_before = fs.train_worker_nodes()
-    result = train(graph, tiny_train_config(num_workers=2), run)
+    result = train(graph, run, tiny_train_config(num_workers=2))
     workers = [n for a, n in fs.train_worker_nodes().items() if a not in workers_before]
     assert sorted(workers) == sorted(s3_cluster.worker_ids())
     assert [m["epoch"] for m in result.history] == [1] and np.isfinite(result.best["loss"])

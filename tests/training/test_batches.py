@@ -22,7 +22,7 @@ from pinsage_ray.training.pairs import sequence_pairs
 def setup(planted_graph):
     store = GraphStore(planted_graph)
     walker = LocalWalker(planted_graph)
-    cfg = TrainConfig(batch_size=32, num_shared_negatives=40, max_hard_negatives=3,
+    cfg = TrainConfig.preset("paper", batch_size=32, num_shared_negatives=40, max_hard_negatives=3,
                       hard_band=(10, 100), seed=3)
     pairs = make_pairs(store, walker, positives="walks", val_fraction=0.1, seed=3)
     return store, walker, cfg, pairs
@@ -170,7 +170,7 @@ def test_ranks_split_the_training_occurrences(setup):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(batch_size=0)
+        TrainConfig.preset("paper", batch_size=0)
     with pytest.raises(ValueError, match="positives"):
         TrainConfig(positives="clicks")
     with pytest.raises(ValueError, match="unknown TrainConfig"):
@@ -221,19 +221,20 @@ def test_batch_loss_masks_shared_negatives_that_are_the_positive(setup):
 def test_id_skip_follows_the_id_embedding(setup):
     from pinsage_ray.training.trainer import model_config_for
 
-    store = setup[0]  # the planted graph has features: no id embedding by default
-    assert model_config_for(store, TrainConfig()).id_skip is False
-    assert model_config_for(store, TrainConfig(use_id_embedding=True)).id_skip is True
+    store = setup[0]  # the planted graph has features: no id embedding when auto (None)
+    assert model_config_for(store, TrainConfig(use_id_embedding=None)).id_skip is False
+    assert model_config_for(store, TrainConfig()).id_skip is True  # ids on by default
     assert model_config_for(store, TrainConfig(use_id_embedding=True,
                                                id_skip=False)).id_skip is False
     with pytest.raises(ValueError, match="id_skip"):
-        model_config_for(store, TrainConfig(id_skip=True))
+        model_config_for(store, TrainConfig(use_id_embedding=None, id_skip=True))
     with pytest.raises(ValueError, match="id_skip"):
         TrainConfig(id_skip="yes")
 
 
 def test_runs_from_before_a_new_field_resume_with_its_default(tmp_path):
-    """run.json without 'loss'/'temperature' (older runs) resumes under the defaults only."""
+    """run.json without 'loss'/'temperature' (older runs) resumes under the defaults of the
+    time only (the paper's, kept by the 'paper' preset)."""
     import json
 
     import pyarrow.fs as pafs
@@ -241,12 +242,14 @@ def test_runs_from_before_a_new_field_resume_with_its_default(tmp_path):
     from pinsage_ray.training.trainer import _check_same_config
 
     fs = pafs.LocalFileSystem()
-    old = TrainConfig().to_dict()
+    paper = TrainConfig.preset("paper")
+    old = paper.to_dict()
     del old["loss"], old["temperature"]
     (tmp_path / "run.json").write_text(json.dumps({"train_config": old, "graph_dir": "g"}))
-    _check_same_config(fs, str(tmp_path), TrainConfig(), "g")  # same as before: resumes
+    _check_same_config(fs, str(tmp_path), paper, "g")  # same as before: resumes
     with pytest.raises(ValueError, match="loss"):
-        _check_same_config(fs, str(tmp_path), TrainConfig(loss="softmax"), "g")
+        _check_same_config(fs, str(tmp_path),
+                           dataclasses.replace(paper, loss="softmax"), "g")
 
 
 @pytest.mark.parametrize("conv", ["propagate", "paper"])

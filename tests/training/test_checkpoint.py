@@ -167,7 +167,7 @@ def test_train_refuses_a_crafted_checkpoint_before_ray_starts(planted_graph, tmp
     from pinsage_ray.training import TrainConfig, train
 
     run = tmp_path / "run"
-    cfg = TrainConfig(num_epochs=2)
+    cfg = TrainConfig.preset("paper", num_epochs=2)
     ckpt_dir = run / "train" / "checkpoint_1"
     ckpt_dir.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"train_config": cfg.to_dict(),
@@ -178,6 +178,25 @@ def test_train_refuses_a_crafted_checkpoint_before_ray_starts(planted_graph, tmp
         {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_1"}}))
     before = sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*"))
     with pytest.raises(CheckpointError, match="pickled"):
-        train(planted_graph, cfg, run, address="ray://never-contacted:1")
+        train(planted_graph, run, cfg, address="ray://never-contacted:1")
     assert not marker.exists()
     assert sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+def test_train_argument_order(planted_graph, tmp_path):
+    """``train(graph_dir, run_dir, config=None)``; the pre-0.1 ``(graph_dir, config, run_dir)``
+    still reaches the same run directory (a DeprecationWarning); a wrong type is named."""
+    from pinsage_ray.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"train_config": TrainConfig().to_dict(),
+                                              "graph_dir": planted_graph}))
+    other = TrainConfig(lr=0.5)  # refused before Ray starts: the run holds another config
+    with pytest.raises(ValueError, match=r"different graph or config \(fields \[.*'lr'\]\)"):
+        train(planted_graph, run, other, address="ray://never-contacted:1")
+    with pytest.warns(DeprecationWarning, match="train\\(graph_dir, run_dir, config=config\\)"):
+        with pytest.raises(ValueError, match=r"fields \[.*'lr'\]"):
+            train(planted_graph, other, run, address="ray://never-contacted:1")
+    with pytest.raises(TypeError, match="expected a TrainConfig or None"):
+        train(planted_graph, run, {"lr": 0.5}, address="ray://never-contacted:1")

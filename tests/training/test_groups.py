@@ -79,7 +79,7 @@ def test_held_out_interactions_never_train(planted_graph):
 
 def test_group_batch_pools_and_removes_the_positives_links(planted_graph):
     store = GraphStore(planted_graph)
-    cfg = TrainConfig(batch_size=24, num_shared_negatives=30, max_hard_negatives=0, seed=4,
+    cfg = TrainConfig.preset("paper", batch_size=24, num_shared_negatives=30, max_hard_negatives=0, seed=4,
                       group_queries=0.5, group_query_size=3, loss="softmax",
                       use_id_embedding=True, id_dropout=0.3)
     pairs = make_pairs(store, LocalWalker(planted_graph), positives="walks", seed=4)

@@ -13,12 +13,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_two_workers_learn_and_resume(ray_session, planted_graph, tmp_path):
-    cfg = TrainConfig(num_epochs=2, num_workers=2, batch_size=64, batches_per_epoch=12,
+    cfg = TrainConfig.preset("paper", num_epochs=2, num_workers=2, batch_size=64, batches_per_epoch=12,
                       num_shared_negatives=64, max_hard_negatives=2, hard_band=(0.05, 0.4),
                       lr=3e-3, val_fraction=0.1, prefetch=2, seed=1,
                       neighbors={"num_walks": 30, "top_t": 8})
     run = tmp_path / "run"
-    first = train(planted_graph, cfg, run)
+    first = train(planted_graph, run, cfg)
     assert [m["epoch"] for m in first.history] == [1, 2]
     assert [m["hard_negatives"] for m in first.history] == [0, 1]  # curriculum
     # 400 items: a random ranking hits the target in the top 10 with probability 0.025
@@ -30,7 +30,7 @@ def test_two_workers_learn_and_resume(ray_session, planted_graph, tmp_path):
 
     # same run_dir, one more epoch: restores epoch 2's checkpoint and trains only epoch 3
     cfg.num_epochs = 3
-    second = train(planted_graph, cfg, run)
+    second = train(planted_graph, run, cfg)
     assert [m["epoch"] for m in second.history] == [1, 2, 3]
     assert second.history[:2] == first.history  # carried over, not retrained
     assert second.history[2]["hard_negatives"] == 2
@@ -38,16 +38,16 @@ def test_two_workers_learn_and_resume(ray_session, planted_graph, tmp_path):
 
     cfg.lr = 1.0  # a different run must not silently resume this one
     with pytest.raises(ValueError, match="lr"):
-        train(planted_graph, cfg, run)
+        train(planted_graph, run, cfg)
 
 
 def test_softmax_loss_learns_through_ray_train(ray_session, planted_graph, tmp_path):
     """The sampled-softmax path end to end: it trains, logs, and ranks planted neighbours."""
-    cfg = TrainConfig(num_epochs=2, num_workers=1, batch_size=64, batches_per_epoch=12,
+    cfg = TrainConfig.preset("paper", num_epochs=2, num_workers=1, batch_size=64, batches_per_epoch=12,
                       num_shared_negatives=64, max_hard_negatives=1, hard_band=(0.05, 0.4),
                       lr=3e-3, val_fraction=0.1, seed=1, loss="softmax", temperature=0.1,
                       neighbors={"num_walks": 30, "top_t": 8})
-    result = train(planted_graph, cfg, tmp_path / "run")
+    result = train(planted_graph, tmp_path / "run", cfg)
     losses = [m["loss"] for m in result.history]
     # a softmax over 1 positive + up to 66 negatives starts near log(67) = 4.2
     assert 1.0 < losses[0] < 5.0 and losses[1] < losses[0]
@@ -67,7 +67,7 @@ def test_group_context_preset_learns_the_served_task(ray_session, planted_graph,
     cfg = TrainConfig.preset("groups", num_epochs=2, batch_size=64, batches_per_epoch=12,
                              num_shared_negatives=64, group_query_size=5, val_fraction=0.1,
                              seed=1, neighbors={"num_walks": 30, "top_t": 8}, **model)
-    result = train(planted_graph, cfg, tmp_path / "run")
+    result = train(planted_graph, tmp_path / "run", cfg)
     last = result.history[-1]
     # 400 items in 8 planted communities: a random ranking hits the top 10 with p ~ 0.025
     assert last["val_group_hit_at_10"] > 0.1 and 0 < last["val_group_mrr"] <= 1
