@@ -74,7 +74,8 @@ def _write_untrained_run(graph: Path, run: Path) -> None:
     from pinsage_ray.training.trainer import model_config_for
 
     store = GraphStore(graph)
-    cfg = TrainConfig(hidden_dim=16, embedding_dim=16, neighbors={"num_walks": 20, "top_t": 5})
+    cfg = TrainConfig.preset("paper", hidden_dim=16, embedding_dim=16,
+                             neighbors={"num_walks": 20, "top_t": 5})
     mc = model_config_for(store, cfg)
     torch.manual_seed(0)
     encoder = PinSageEncoder(mc)

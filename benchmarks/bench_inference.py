@@ -198,8 +198,8 @@ def write_run_dir(run_dir: Path, encoder: Any, graph: Path, nb: Any, num_walks: 
     model_dir.mkdir(parents=True)
     torch.save(encoder.state_dict(), model_dir / "model.pt")
     nc = NeighborConfig(num_walks=num_walks, **{**NEIGHBORS, "top_t": top_t})
-    tc = TrainConfig(hidden_dim=HIDDEN, embedding_dim=EMB_DIM, num_layers=NUM_LAYERS,
-                     neighbors=nc)
+    tc = TrainConfig.preset("paper", hidden_dim=HIDDEN, embedding_dim=EMB_DIM,
+                            num_layers=NUM_LAYERS, neighbors=nc)
     (model_dir / "model.json").write_text(json.dumps(
         {"model_config": encoder.config.to_dict(), "train_config": tc.to_dict(),
          "graph_dir": str(graph), "epoch": 0, "note": "untrained, written by bench_inference"},

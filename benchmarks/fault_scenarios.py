@@ -317,11 +317,11 @@ def fault_train_config() -> Any:
     by 2 shard actors (one per ``pinsage_shard`` node: losing a node loses a shard too)."""
     from pinsage_ray.training import TrainConfig
 
-    return TrainConfig(num_epochs=3, num_workers=2, num_shards=2, batch_size=32,
-                       batches_per_epoch=30, hidden_dim=16, embedding_dim=16,
-                       num_shared_negatives=32, max_hard_negatives=1, hard_band=(0.05, 0.4),
-                       lr=3e-3, val_fraction=0.1, prefetch=2, seed=1, max_failures=3,
-                       neighbors={"num_walks": 20, "top_t": 5})
+    return TrainConfig.preset(
+        "paper", num_epochs=3, num_workers=2, num_shards=2, batch_size=32,
+        batches_per_epoch=30, hidden_dim=16, embedding_dim=16, num_shared_negatives=32,
+        max_hard_negatives=1, hard_band=(0.05, 0.4), lr=3e-3, val_fraction=0.1, prefetch=2,
+        seed=1, max_failures=3, neighbors={"num_walks": 20, "top_t": 5})
 
 
 def actor_nodes(class_name_part: str) -> dict[str, str]:
