@@ -61,11 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MovieLens-100K folder (or a folder containing ml-100k/)")
     p.add_argument("--workdir", default=None,
                    help="where the graph and run go (default: a new temporary folder)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batches", type=int, default=300,
-                   help="minibatches per epoch (0 = one pass over the ~95k training pairs)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the 'items' preset's 5)")
+    p.add_argument("--batches", type=int, default=None,
+                   help="minibatches per epoch (default 0 = one pass over the training pairs)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's 1024")
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's 0.01")
     p.add_argument("--num-shards", type=int, default=0,
                    help="walk-service shard actors (0 = walks in the batch producers)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
@@ -111,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("1/4 reading %s and preparing %s", data, graph_dir)
     store = prepare(read_movielens_100k(data), graph_dir, overwrite=True)
 
-    logger.info("2/4 training %d epochs x %d batches", args.epochs, args.batches)
     init_ray(num_cpus=args.num_cpus)
-    cfg = TrainConfig(num_epochs=args.epochs, batch_size=args.batch_size,
-                      batches_per_epoch=args.batches, lr=args.lr, num_shared_negatives=300,
-                      max_hard_negatives=3, num_shards=args.num_shards, seed=args.seed,
-                      neighbors={"num_walks": 50, "top_t": 10})
+    given = {"num_epochs": args.epochs, "batches_per_epoch": args.batches,
+             "batch_size": args.batch_size, "lr": args.lr}
+    # the library's defaults (the 'items' preset), with any flag given on top
+    cfg = TrainConfig(num_shards=args.num_shards, seed=args.seed,
+                      **{k: v for k, v in given.items() if v is not None})
+    logger.info("2/4 training %d epochs (%s)", cfg.num_epochs,
+                f"{cfg.batches_per_epoch} batches each" if cfg.batches_per_epoch
+                else "one pass over the pairs each")
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run: an existing run_dir would be resumed instead
     result = train(graph_dir, run_dir, cfg)

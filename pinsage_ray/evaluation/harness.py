@@ -70,6 +70,16 @@ def _graph_map(graph_dir: str, original_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def graph_data(store: Any) -> ProtocolData:
+    """A graph's own interactions as a protocol's training data: groups as users, graph ids as
+    item indices (protocol P3 and the quickstart fit the baselines on this)."""
+    indptr = np.asarray(store.array("group_indptr"))
+    users = np.repeat(np.arange(store.num_groups), np.diff(indptr))
+    items = np.asarray(store.array("group_indices"))
+    return ProtocolData("p3", store.uri, store.num_items, store.num_groups,
+                        np.arange(store.num_items), users, items)
+
+
 def p1_data(ml_dir: str | os.PathLike, workdir: str | os.PathLike) -> ProtocolData:
     """MovieLens-100K leave-last-out split; graph from the training interactions (with times)."""
     import pyarrow as pa

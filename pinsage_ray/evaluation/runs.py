@@ -32,7 +32,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, ks: tuple[int, ...] = (10, 500),
     import pyarrow.parquet as pq
     import torch
 
-    from pinsage_ray.evaluation.harness import fit_baseline, ProtocolData
+    from pinsage_ray.evaluation.harness import fit_baseline, graph_data
     from pinsage_ray.graph import GraphStore
     from pinsage_ray.inference.model_io import load_model, run_path
     from pinsage_ray.inference.pipeline import load_embeddings
@@ -62,11 +62,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, ks: tuple[int, ...] = (10, 500),
 
     rows = {"pinsage": evaluate_pairs(pinsage_scores, q, t, ks=ks)}
     if baselines:
-        indptr = np.asarray(store.array("group_indptr"))
-        users = np.repeat(np.arange(store.num_groups), np.diff(indptr))
-        items = np.asarray(store.array("group_indices"))
-        data = ProtocolData("p3", store.uri, store.num_items, store.num_groups,
-                            np.arange(store.num_items), users, items)
+        data = graph_data(store)
         for name in baselines:
             scorer: Any = fit_baseline(name, data)
             rows[name] = evaluate_pairs(scorer.item_scores, q, t, ks=ks)

@@ -89,3 +89,24 @@ def test_validation(kwargs, message):
     args = {"embeddings": np.ones((20, 3)), "labels": np.zeros(20), "k": 5, **kwargs}
     with pytest.raises(ValueError, match=message):
         label_precision_at_k(args.pop("embeddings"), args.pop("labels"), **args)
+
+
+def test_quickstart_baselines_on_a_graph_with_a_known_answer(tmp_path):
+    """The quickstart's baseline row (features alone, popularity, ItemKNN on the same query
+    items): noiseless features put every community at one point (precision 1); groups drawn
+    only from their home community make ItemKNN's neighbours (shared groups) same-community;
+    popularity ranks one list for every query, so it scores the share of that list's
+    communities, near chance (1/4)."""
+    from pinsage_ray.data import SyntheticConfig, generate_synthetic
+    from pinsage_ray.graph import prepare
+    from pinsage_ray.quickstart import QUICKSTART_BASELINES, baseline_same_community
+
+    store = prepare(generate_synthetic(SyntheticConfig(
+        num_items=200, num_groups=400, num_communities=4, p_in=1.0, feature_noise=0.0,
+        seed=3)), tmp_path / "g")
+    probes = store.item_ids.to_pylist()[::5]
+    got = baseline_same_community(store, probes, k=5)
+    assert tuple(got) == QUICKSTART_BASELINES
+    assert got["features"] == 1.0
+    assert got["itemknn"] == 1.0
+    assert 0.05 < got["popularity"] < 0.6, got
