@@ -1,7 +1,9 @@
 """Helpers shared by the benchmark scripts in this folder (plain Python, no test framework).
 
-Every benchmark does the same four things: records what machine it ran on (and how busy that
-machine was), times a function a few times and keeps the median, writes its numbers to
+Every benchmark does the same five things: records what machine it ran on (and how busy that
+machine was), refuses to measure for the committed results on a busy machine or from
+uncommitted code (:func:`guard_machine`; ``--force-busy`` / ``--allow-dirty`` override it and
+the JSON says so), times a function a few times and keeps the median, writes its numbers to
 ``benchmarks/results/NAME.json`` and refreshes its own section of ``benchmarks/RESULTS.md``.
 
 Import it from a script in this folder with ``from _common import ...`` (Python puts the
@@ -10,13 +12,14 @@ script's folder first on ``sys.path``).
 JSON written by :func:`write_results`::
 
     {"benchmark": NAME,
-     "machine": {...},                       # machine_info(), with load_average_end added
+     "machine": {...},                       # machine_info(), guard and load_average_end
      "metrics": [{"name", "value", "unit", "higher_is_better"}, ...],
      "extra": {...}}                         # optional: settings, raw repeats, notes
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -105,21 +108,26 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return total - idle, total
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; all of them where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
-    """What the benchmark runs on; call it at the start (records the starting load average).
+    """What the benchmark runs on; call it at the start (records the starting load average),
+    then :func:`guard_machine`.
 
     :func:`write_results` adds ``load_average_end``. Package versions come from the installed
     distributions' metadata, so nothing (torch, Ray) is imported here.
     """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
     mem = _mem_total_bytes()
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
+        "cpus_usable": usable_cores(),
         "memory_total_gib": round(mem / 2**30, 1) if mem else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -134,6 +142,62 @@ def machine_info() -> dict[str, Any]:
         "threads_env": {k: os.environ.get(k) for k in
                         ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
     }
+
+
+# --------------------------------------------------------------------------- guard
+def add_guard_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--force-busy`` and ``--allow-dirty`` (read by :func:`guard_machine`)."""
+    parser.add_argument("--force-busy", action="store_true",
+                        help="write results even though the 1-minute load average at the start "
+                             "exceeded the usable core count; the JSON records it")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="write results from a working tree with uncommitted changes; the "
+                             "JSON records it")
+
+
+def guard_machine(machine: dict[str, Any], args: argparse.Namespace, *,
+                  committed: bool) -> dict[str, Any]:
+    """Check, before any work, that a run meant for the committed results is worth keeping.
+
+    Call it right after :func:`machine_info`. With ``committed`` (the run will write
+    ``results/NAME.json`` and RESULTS.md, not scratch output) it exits when the 1-minute load
+    average at the start exceeds the usable cores (unless ``args.force_busy``) or when the
+    commit is ``+dirty`` (unless ``args.allow_dirty``). It always records
+    ``machine["guard"]``, which :func:`write_results` and :func:`merge_results` require before
+    writing into ``RESULTS_DIR``. Returns ``machine``.
+    """
+    for flag in ("force_busy", "allow_dirty"):
+        if not hasattr(args, flag):
+            raise TypeError(f"args has no {flag!r}: call add_guard_args(parser) on the "
+                            "script's parser")
+    cores = machine.get("cpus_usable") or machine.get("cpu_count") or 1
+    load = machine.get("load_average_start")
+    busy = bool(load) and load[0] > cores
+    dirty = str(machine.get("git_commit") or "").endswith("+dirty")
+    if committed and busy and not args.force_busy:
+        sys.exit(f"refusing to measure for benchmarks/results: 1-min load average {load[0]:.2f} "
+                 f"at the start exceeds the {cores} usable cores; wait for a quiet machine or "
+                 "pass --force-busy")
+    if committed and dirty and not args.allow_dirty:
+        sys.exit(f"refusing to measure for benchmarks/results: commit "
+                 f"{machine.get('git_commit')} has uncommitted changes; commit first or pass "
+                 "--allow-dirty")
+    machine["guard"] = {"committed": bool(committed), "load_limit": cores,
+                        "forced_busy": busy and bool(args.force_busy),
+                        "allowed_dirty": dirty and bool(args.allow_dirty)}
+    return machine
+
+
+def _check_guarded(machine: dict[str, Any], target_dir: Path) -> None:
+    """Refuse a write into the committed ``RESULTS_DIR`` from a run that skipped the guard."""
+    if target_dir.resolve() != RESULTS_DIR.resolve():
+        return  # scratch output: --quick runs and tests
+    guard = machine.get("guard")
+    if not guard or not guard.get("committed"):
+        raise RuntimeError(
+            f"machine has guard={guard!r}: before writing into {RESULTS_DIR}, call "
+            "guard_machine(machine, args, committed=True) right after machine_info() (or "
+            "write scratch output with results_dir=...)")
 
 
 def finish_machine(machine: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +231,13 @@ def load_note(machine: dict[str, Any]) -> str:
     busy = machine.get("cpu_busy_fraction_during_run")
     tail = (f" Over the run the machine's CPUs were {busy:.0%} busy (all processes, this "
             "benchmark included)." if busy is not None else "")
+    guard = machine.get("guard") or {}
+    if guard.get("forced_busy"):
+        tail += (f" Run with `--force-busy`: the 1-min load at the start exceeded the "
+                 f"{guard.get('load_limit')} usable cores.")
+    if guard.get("allowed_dirty"):
+        tail += (f" Run with `--allow-dirty`: commit {machine.get('git_commit')} had "
+                 "uncommitted changes.")
     return f"{', '.join(parts)}; {state}.{tail}"
 
 
@@ -231,7 +302,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def write_results(name: str, metrics: Iterable[dict[str, Any]], machine: dict[str, Any],
                   extra: dict[str, Any] | None = None, *,
                   results_dir: Path | None = None) -> Path:
-    """Write ``results/NAME.json`` atomically (temp file + rename); return its path."""
+    """Write ``results/NAME.json`` atomically (temp file + rename); return its path.
+
+    Into the committed ``RESULTS_DIR`` only when ``machine`` passed :func:`guard_machine`
+    (RuntimeError otherwise); a scratch ``results_dir`` needs no guard.
+    """
+    target = results_dir or RESULTS_DIR
+    _check_guarded(machine, target)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"benchmark name {name!r}: use letters, digits, '_', '.', '-'")
     metrics = list(metrics)
@@ -243,17 +320,21 @@ def write_results(name: str, metrics: Iterable[dict[str, Any]], machine: dict[st
                            "metrics": metrics}
     if extra is not None:
         doc["extra"] = extra
-    path = (results_dir or RESULTS_DIR) / f"{name}.json"
+    path = target / f"{name}.json"
     _atomic_write_text(path, json.dumps(doc, indent=2, default=_json_default) + "\n")
     return path
 
 
 def merge_results(name: str, metrics: Iterable[dict[str, Any]], machine: dict[str, Any],
-                  extra_key: str, extra: dict[str, Any]) -> Path:
+                  extra_key: str, extra: dict[str, Any], *,
+                  results_dir: Path | None = None) -> Path:
     """Add (or replace, by name) ``metrics`` in an existing ``results/NAME.json`` and put
     ``extra`` under ``extra[extra_key]`` with its own machine record; the file's other
-    metrics, extras and machine are kept (a second script contributing to one benchmark)."""
-    path = RESULTS_DIR / f"{name}.json"
+    metrics, extras and machine are kept (a second script contributing to one benchmark).
+    Like :func:`write_results`, it needs a guarded ``machine`` for ``RESULTS_DIR``."""
+    target = results_dir or RESULTS_DIR
+    _check_guarded(machine, target)
+    path = target / f"{name}.json"
     doc = json.loads(path.read_text()) if path.exists() else {"benchmark": name, "metrics": []}
     new = list(metrics)
     names = {m["name"] for m in new}

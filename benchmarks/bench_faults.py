@@ -53,8 +53,9 @@ from typing import Any  # noqa: E402
 
 import _fault_fixtures as fixtures  # noqa: E402
 import faults_catalogue  # noqa: E402
-from _common import (REPO, RESULTS_DIR, load_note, machine_info, markdown_table,  # noqa: E402
-                     metric, metrics_table, publish, setup_logging)
+from _common import (REPO, RESULTS_DIR, add_guard_args, guard_machine, load_note,  # noqa: E402
+                     machine_info, markdown_table, metric, metrics_table, publish,
+                     setup_logging)
 
 NAME = "faults"
 log = logging.getLogger("bench_faults")
@@ -215,6 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--groups", nargs="+", choices=list(GROUPS), default=list(GROUPS),
                    help="run only these groups; the others' results are kept from the "
                         "existing faults.json")
+    add_guard_args(p)
     return p.parse_args(argv)
 
 
@@ -229,7 +231,8 @@ def _previous(path: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    machine = machine_info()
+    partial = bool(args.quick or args.only or args.in_process)  # scratch output
+    machine = guard_machine(machine_info(), args, committed=not partial)
     t0 = time.perf_counter()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-faults-"))
     metrics: list[dict] = []
@@ -246,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     extra["total_seconds"] = time.perf_counter() - t0
-    partial = args.quick or args.only or args.in_process
     if set(args.groups) != set(GROUPS) and not partial:  # keep the other groups' results
         prev = _previous(RESULTS_DIR / f"{NAME}.json")
         for name in GROUPS:

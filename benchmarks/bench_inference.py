@@ -53,9 +53,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, finish_machine, fmt_value, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
-                     setup_logging)
+from _common import (publish, REPO, add_guard_args, finish_machine, fmt_value,  # noqa: E402
+                     guard_machine, load_note, machine_info, markdown_table, median_of, metric,
+                     metrics_table, peak_rss_bytes, setup_logging)
 from bench_walks import TreeMemory, _build_gowalla, _write_build_info, ensure_graph  # noqa: E402
 
 NAME = "inference"
@@ -636,6 +636,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small synthetic graph only (Ray path on it); results under the cache "
                         "dir, not benchmarks/results or RESULTS.md")
+    add_guard_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.items = 10_000
@@ -651,7 +652,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    machine = machine_info()
+    machine = guard_machine(machine_info(), args, committed=not args.quick)
     tree = TreeMemory()
     cache = Path(args.cache_dir)
     t_start = time.perf_counter()

@@ -37,8 +37,8 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 
 import numpy as np  # noqa: E402
 
-from _common import (REPO, RESULTS_DIR, machine_info, markdown_table, metric,  # noqa: E402
-                     update_results_md, write_results)
+from _common import (REPO, RESULTS_DIR, add_guard_args, guard_machine,  # noqa: E402
+                     machine_info, markdown_table, metric, update_results_md, write_results)
 from planted_section import VARIANT_WORDS  # noqa: E402
 
 logger = logging.getLogger("bench_quality")
@@ -203,7 +203,7 @@ def _with_command(extra: dict[str, Any], key: str, section: str) -> str:
     return f"{section}\n\nCommand: `python benchmarks/bench_quality.py {cmd}`."
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocols", nargs="+", default=["p1", "p2", "planted"],
@@ -228,7 +228,13 @@ def main() -> None:
                                                           str(REPO.parent / "shared" / "data")))
     ap.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
     ap.add_argument("--num-cpus", type=int, default=2)
-    args = ap.parse_args()
+    add_guard_args(ap)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("ray", "pinsage_ray.sampling", "pinsage_ray.graph"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -237,7 +243,7 @@ def main() -> None:
     from pinsage_ray.evaluation.harness import (evaluate_scorer, fit_baseline, p1_data,
                                                 p2_data)
 
-    machine = machine_info()
+    machine = guard_machine(machine_info(), args, committed=not args.quick)
     init_ray(num_cpus=args.num_cpus)
     cache = Path(args.cache_dir) / ("quick" if args.quick else "quality")
     results_dir = cache if args.quick else RESULTS_DIR
@@ -282,7 +288,7 @@ def main() -> None:
                         f"PinSage: seeds {args.seeds}, {_schedule_words(cfg)}, "
                         f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
                         f"\n\n{p1_tables(rows)}")
-        extra["p1"]["command"] = shlex.join(sys.argv[1:])
+        extra["p1"]["command"] = command
         if args.ablation:
             abl = {}
             for label, change in ABLATIONS.items():
@@ -332,7 +338,7 @@ def main() -> None:
                         f"\n\nPinSage: seeds {args.seeds}, {_schedule_words(cfg)}, "
                         f"{_loss_words(cfg)}, {train_min:.1f} min training per seed."
                         f"\n\n{p2_tables(rows, bool(args.p2_validation))}")
-        extra[key]["command"] = shlex.join(sys.argv[1:])
+        extra[key]["command"] = command
 
     if "planted" in args.protocols:
         from planted_section import planted_section
@@ -342,7 +348,7 @@ def main() -> None:
             cfg, cache / "planted", args.seeds,
             {name: VARIANTS[name] for name in args.variants})
         metrics += m
-        extra["planted"]["command"] = shlex.join(sys.argv[1:])
+        extra["planted"]["command"] = command
 
     extra["wall_seconds"] = time.perf_counter() - t_start
     extra["sections"] = sections

@@ -50,7 +50,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _common import setup_logging, REPO, machine_info, metric, publish  # noqa: E402
+from _common import (setup_logging, REPO, add_guard_args, guard_machine,  # noqa: E402
+                     machine_info, metric, publish)
 from scale_report import markdown  # noqa: E402
 from scale_stages import (build_graph, dir_bytes, measure_embed, measure_index,  # noqa: E402
                           measure_prepare, measure_train_step, measure_walks)
@@ -216,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
     p.add_argument("--quick", action="store_true",
                    help="100k and 300k edges; results under the cache dir")
+    add_guard_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.walkers, args.importance_seeds = [100_000, 300_000], 100_000, 2_000
@@ -229,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    machine = machine_info()
+    machine = guard_machine(machine_info(), args, committed=not args.quick)
     t0 = time.perf_counter()
     scratch = Path(args.cache_dir) / "scale_quick" if args.quick else None
     out_dir = scratch or Path(args.cache_dir) / "scale_results"

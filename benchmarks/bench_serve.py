@@ -52,8 +52,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import (REPO, finish_machine, load_average, load_note, machine_info,  # noqa: E402
-                     markdown_table, metric, metrics_table, publish, setup_logging)
+from _common import (REPO, add_guard_args, finish_machine, guard_machine,  # noqa: E402
+                     load_average, load_note, machine_info, markdown_table, metric,
+                     metrics_table, publish, setup_logging, usable_cores)
 
 NAME = "serve"
 APP = "bench-serve"
@@ -481,12 +482,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="in-process QPS repeats (median)")
     p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
-    p.add_argument("--max-load", type=float, default=3.0,
-                   help="wait for the 1-min load average to fall below this before starting")
+    p.add_argument("--max-load", type=float, default=None,
+                   help="wait for the 1-min load average to fall below this before starting "
+                        "(default: the usable core count, the guard's limit)")
     p.add_argument("--max-wait", type=float, default=600, help="seconds to wait for that")
     p.add_argument("--quick", action="store_true",
                    help="300 requests per setting, no waiting; results under .bench_cache/quick")
+    add_guard_args(p)
     args = p.parse_args(argv)
+    if args.max_load is None:
+        args.max_load = float(usable_cores())
     if args.quick:
         args.requests, args.warmup, args.max_wait = 300, 50, 0
     return args
@@ -498,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = build_run(Path(args.cache_dir), args.items, args.groups, args.seed)  # before timing
     load = wait_for_quiet(args.max_load, args.max_wait)
-    machine = machine_info()
+    machine = guard_machine(machine_info(), args, committed=not args.quick)
     machine["waited_for_load_below"] = args.max_load
     machine["load_average_when_started"] = load
     log.info("serving %s; load average %s", run, load)

@@ -63,9 +63,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, finish_machine, load_note, machine_info,  # noqa: E402
-                     markdown_table, median_of, metric, metrics_table, peak_rss_bytes,
-                     setup_logging)
+from _common import (publish, REPO, add_guard_args, finish_machine, guard_machine,  # noqa: E402
+                     load_note, machine_info, markdown_table, median_of, metric, metrics_table,
+                     peak_rss_bytes, setup_logging)
 from bench_walks import _write_build_info  # noqa: E402
 from bench_walks import ensure_graph as _ensure_graph  # noqa: E402
 
@@ -685,6 +685,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only the in-process breakdown; results go under the cache dir")
     p.add_argument("--quick", action="store_true",
                    help="tiny synthetic graph only; results go under the cache dir")
+    add_guard_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.items, args.groups, args.group_size = 2_000, 1_500, 8.0
@@ -699,7 +700,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
-    machine = machine_info()
+    scratch = (Path(args.cache_dir) / ("quick" if args.quick else "inprocess")
+               if args.quick or args.skip_ray else None)  # never over the committed results
+    machine = guard_machine(machine_info(), args, committed=scratch is None)
     t_start = time.perf_counter()
     paths = graphs(args)
 
@@ -764,8 +767,6 @@ def main(argv: list[str] | None = None) -> int:
                    for label, _ in DATASETS if label in paths]
     md = markdown(metrics, machine, res, prof, args, graph_lines, mem)
     res.pop("_notes")
-    scratch = (Path(args.cache_dir) / ("quick" if args.quick else "inprocess")
-               if args.quick or args.skip_ray else None)  # never over the committed results
     publish(NAME, metrics, machine, extra, md, scratch)
     return 0
 

@@ -49,9 +49,10 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, RESULTS_DIR, finish_machine, fmt_value, load_note,  # noqa: E402
-                     machine_info, median_of, metric, metrics_table, peak_rss_bytes,
-                     update_results_md, write_results, setup_logging)
+from _common import (publish, REPO, RESULTS_DIR, add_guard_args, finish_machine,  # noqa: E402
+                     fmt_value, guard_machine, load_note, machine_info, median_of, metric,
+                     metrics_table, peak_rss_bytes, update_results_md, write_results,
+                     setup_logging)
 
 NAME = "walks"
 log = logging.getLogger("bench_walks")
@@ -411,6 +412,9 @@ def render_only(args: argparse.Namespace) -> int:
     results_dir = Path(args.cache_dir) / "quick" if args.quick else None
     path = (results_dir or RESULTS_DIR) / f"{NAME}.json"
     doc = json.loads(path.read_text())
+    if results_dir is None and "guard" not in doc["machine"]:
+        sys.exit(f"{path} was measured without guard_machine (its machine has no 'guard' "
+                 "record): rerun the benchmark instead of re-rendering it")
     extra = doc.get("extra", {})
     if args.note is not None:
         extra["note"] = args.note
@@ -452,6 +456,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small graph and batches; results go under the cache dir, not "
                         "benchmarks/results or RESULTS.md")
+    add_guard_args(p)
     args = p.parse_args(argv)
     if args.quick:
         args.items, args.groups, args.edges_target = 20_000, 20_000, 200_000
@@ -468,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render_only:
         return render_only(args)
-    machine = machine_info()
+    machine = guard_machine(machine_info(), args, committed=not args.quick)
     tree = TreeMemory()
     cache = Path(args.cache_dir)
     t_start = time.perf_counter()

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import REPO, RESULTS_DIR, machine_info, merge_results, metric
+from _common import (REPO, RESULTS_DIR, add_guard_args, guard_machine, machine_info,
+                     merge_results, metric)
 
 logger = logging.getLogger("tune_quality")
 DATA = Path(os.environ.get("PINSAGE_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -321,7 +322,7 @@ def table(path: Path, protocol: str | None = None) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("protocol", nargs="?", choices=["p1", "p2", "planted"])
     ap.add_argument("--preset", default="items")
@@ -348,23 +349,32 @@ def main() -> None:
     ap.add_argument("--neighbour-stats", type=int, nargs="*", metavar="WALKS",
                     help="print how well these walk counts resolve the top-10 and exit")
     ap.add_argument("--table", action="store_true", help="print --out as markdown and exit")
-    args = ap.parse_args()
+    add_guard_args(ap)
+    args = ap.parse_args(argv)
+    if args.protocol is None and not args.table:
+        ap.error("give a protocol (p1, p2, planted) or --table")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.table:
         print(table(args.out, args.protocol))
         return
-    if args.protocol is None:
-        ap.error("give a protocol (p1, p2, planted) or --table")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.neighbour_stats:
         neighbour_stats(protocol_data(args.protocol, args.seed)[0], args.neighbour_stats)
         return
     args.label = args.label or (" ".join(args.set) or args.preset)
-    load = machine_info().get("load_average_start")
-    machine = machine_info()
+    # Into the committed results: the JSON lines under results/ or a metric in train.json.
+    committed = args.time_to is not None or args.out.resolve().parent == RESULTS_DIR.resolve()
+    machine = guard_machine(machine_info(), args, committed=committed)
     rows = run(args)
     with open(args.out, "a") as f:
         for r in rows:
-            f.write(json.dumps({**r, "load_average_start": load}) + "\n")
+            f.write(json.dumps({**r, "load_average_start": machine["load_average_start"],
+                                "git_commit": machine["git_commit"],
+                                "guard": machine["guard"]}) + "\n")
     if args.time_to is not None:
         key, threshold = {"p2": "recall@20", "p1": "hit@10", "planted": "fine_p10"}[
             args.protocol], args.time_to
@@ -377,7 +387,7 @@ def main() -> None:
                              "time_to_quality", {
                                  "metric": name, "curve_minutes_value": curve,
                                  "command": "python benchmarks/tune_quality.py " + " ".join(
-                                     sys.argv[1:]),
+                                     sys.argv[1:] if argv is None else argv),
                                  "how": "minutes of in-process training (batches built on the "
                                         "same core) until the validation split first reaches "
                                         "the threshold, at the evaluated points of one "
