@@ -18,9 +18,8 @@ Ray Data actors open them by path). Stages:
    served by ``--num-shards`` shard actors); rerunning with the same ``--run-dir`` and config
    resumes from the last checkpoint;
 3. **embed** every item with layer-wise inference as Ray Data passes (``--embed-mode ray``);
-4. **index**: HNSW over the embeddings. The index is a local directory: with a remote run
-   directory it is built in ``--index-dir`` on the driver and then copied to
-   ``RUN_DIR/index``.
+4. **index**: HNSW over the embeddings, built in the driver's memory and saved to
+   ``RUN_DIR/index`` (``build_index`` uploads it to an ``s3://`` run directory itself).
 
 The summary (printed; as JSON with ``--summary-json``) has the graph, the per-epoch metrics,
 timings and related items for the most connected items. Run it locally with
@@ -58,18 +57,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
     p.add_argument("--num-shards", type=int, default=0,
                    help="walk-service shard actors for training and inference (0 = none)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=256, help="queries per batch per worker")
-    p.add_argument("--batches-per-epoch", type=int, default=0,
-                   help="0 = one pass over the training pairs")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-config", help="JSON file of further TrainConfig fields (the "
-                   "flags above override it)")
+    p.add_argument("--preset", default="items", choices=["items", "groups", "paper"],
+                   help="training recipe (docs/quality.md); the flags below override it")
+    p.add_argument("--epochs", type=int, default=None, help="default: the preset's (5)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="queries per batch per worker (default: the preset's)")
+    p.add_argument("--batches-per-epoch", type=int, default=None,
+                   help="0 = one pass over the training pairs (the presets' default)")
+    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    p.add_argument("--train-config", help="JSON file of further TrainConfig fields (over "
+                   "the preset; the flags above override it)")
     p.add_argument("--embed-mode", choices=["ray", "local", "auto"], default="ray")
     p.add_argument("--embed-actors", type=int, default=2, help="Ray Data actors per layer")
     p.add_argument("--embed-batch-size", type=int, default=8192)
-    p.add_argument("--index-dir", default="pinsage-index",
-                   help="local folder for the index when --run-dir is remote")
     p.add_argument("--examples", type=int, default=3,
                    help="print related items for this many of the most connected items")
     p.add_argument("--summary-json", help="also write the summary to this local file")
@@ -93,17 +93,19 @@ def path_exists(path: str) -> bool:
 
 
 def train_config(args: argparse.Namespace) -> Any:
-    """TrainConfig from ``--train-config`` JSON with the command-line flags on top."""
+    """TrainConfig: the ``--preset``, ``--train-config`` JSON over it, the flags on top."""
     from pinsage_ray.training import TrainConfig
 
     fields: dict[str, Any] = {}
     if args.train_config:
         with open(args.train_config) as f:
             fields = json.load(f)
-    fields.update(num_epochs=args.epochs, num_workers=args.num_workers, use_gpu=args.use_gpu,
-                  num_shards=args.num_shards, batch_size=args.batch_size,
-                  batches_per_epoch=args.batches_per_epoch, lr=args.lr, seed=args.seed)
-    return TrainConfig.from_dict(fields)
+    fields.update(num_workers=args.num_workers, use_gpu=args.use_gpu,
+                  num_shards=args.num_shards, seed=args.seed)
+    given = {"num_epochs": args.epochs, "batch_size": args.batch_size,
+             "batches_per_epoch": args.batches_per_epoch, "lr": args.lr}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    return TrainConfig.preset(args.preset, **fields)
 
 
 def stage_prepare(args: argparse.Namespace) -> Any:
@@ -119,29 +121,12 @@ def stage_prepare(args: argparse.Namespace) -> Any:
     return prepare(args.input, args.graph_dir, item_features=args.features), False
 
 
-def stage_index(run_dir: str, index_dir: str) -> Any:
-    """Build the HNSW index; returns a Recommender over it."""
-    from pinsage_ray.index import HNSWConfig, HNSWIndex
-    from pinsage_ray.inference.pipeline import load_embeddings
+def stage_index(run_dir: str) -> Any:
+    """Build and save ``RUN_DIR/index`` (local or a URI); returns a Recommender over it."""
     from pinsage_ray.recommender import Recommender, build_index
 
-    if not is_remote(run_dir):
-        build_index(run_dir)
-        return Recommender.load(run_dir)
-    # HNSW files are written and read through the local filesystem: build here, then copy
-    import pyarrow.fs as pafs
-
-    ids, emb = load_embeddings(run_dir)
-    ids = ids.to_numpy(zero_copy_only=False)
-    index = HNSWIndex.build(emb, ids, HNSWConfig())
-    local = os.path.abspath(index_dir)
-    index.save(local)
-    fs, remote = pafs.FileSystem.from_uri(run_dir.rstrip("/") + "/index")
-    fs.create_dir(remote, recursive=True)
-    pafs.copy_files(local, remote, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
-    logger.info("index built in %s and copied to %s/index", local, run_dir.rstrip("/"))
-    return Recommender(run_dir, index, ids, emb)
+    build_index(run_dir)
+    return Recommender.load(run_dir)
 
 
 def related_examples(store: Any, rec: Any, count: int) -> list[dict[str, Any]]:
@@ -222,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds["embed"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rec = stage_index(args.run_dir, args.index_dir)
+    rec = stage_index(args.run_dir)
     seconds["index"] = time.perf_counter() - t
 
     index = rec.index

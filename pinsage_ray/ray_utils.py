@@ -160,6 +160,31 @@ def resource_share(resource: str, count: int) -> dict[str, float]:
     return {resource: 1.0 / math.ceil(count / units)}
 
 
+#: Ray's default node label holding the node's id (on every node since Ray 2.49).
+NODE_ID_LABEL = "ray.io/node-id"
+#: Resource that Ray gives the head node only.
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def off_head_options() -> dict[str, Any]:
+    """Ray actor options that keep a zero-CPU actor off the head node when the cluster has
+    other nodes: ``{"label_selector": {"ray.io/node-id": "!<head's id>"}}``; ``{}`` on a
+    single-node instance (a laptop, CI), where the head is the only place to run.
+
+    Walk shards and batch producers reserve no CPU (they must not starve Train workers on a
+    small machine), so a head advertising ``CPU: 0`` (``cluster.yaml``) does not keep them off:
+    without this they could load graph rows into the memory of the node that runs the GCS and
+    the driver. Call it after Ray is initialised.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    heads = [n["NodeID"] for n in nodes if HEAD_RESOURCE in n.get("Resources", {})]
+    if len(nodes) < 2 or len(heads) != 1:
+        return {}
+    return {"label_selector": {NODE_ID_LABEL: f"!{heads[0]}"}}
+
+
 def torch_trainer_class() -> type:
     """Ray Train's ``TorchTrainer``, without the placement-group cleaner where it cannot work.
 

@@ -32,6 +32,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER_DOC = Path(__file__).resolve().parents[1] / "docs" / "cluster.md"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 SHARD_RESOURCE = "pinsage_shard"
 TRAINER_RESOURCE = "pinsage_trainer"
@@ -77,7 +79,32 @@ def _all_commands(config: dict) -> list:
         "head_start_ray_commands",
         "worker_start_ray_commands",
     )
-    return [cmd for key in keys for cmd in (config.get(key) or [])]
+    per_type = [cmd for t in config["available_node_types"].values()
+                for cmd in (t.get("worker_setup_commands") or [])]
+    return [cmd for key in keys for cmd in (config.get(key) or [])] + per_type
+
+
+def _setup_commands_by_type(prepared: dict) -> dict[str, list[str]]:
+    """What each node type runs to set up, as the launcher picks it: the head runs
+    ``head_setup_commands`` (``setup_commands`` merged in by prepare_config); a worker type
+    runs its own ``worker_setup_commands`` when it has them (they replace the merged global
+    list: ``StandardAutoscaler._get_node_type_specific_fields``), else the global list."""
+    out = {}
+    for name, node_type in prepared["available_node_types"].items():
+        if name == prepared["head_node_type"]:
+            out[name] = prepared["head_setup_commands"]
+        else:
+            out[name] = node_type.get("worker_setup_commands",
+                                      prepared["worker_setup_commands"])
+    return out
+
+
+def _first(commands: list[str], pattern: str) -> int | None:
+    return next((i for i, c in enumerate(commands) if re.search(pattern, c)), None)
+
+
+def _image_ray_version(raw: dict) -> str:
+    return re.fullmatch(r"rayproject/ray:([\d.]+)-py\d+-\w+", raw["docker"]["image"]).group(1)
 
 
 # ---------------------------------------------------------------- Ray validation
@@ -178,13 +205,65 @@ def test_min_workers_fit_in_global_max(raw):
         )
 
 
-def test_setup_commands_install_pinsage_ray(raw):
-    installs = [
-        cmd
-        for cmd in raw["setup_commands"]
-        if re.search(r"\bpip install\b.*pinsage[-_]ray", cmd)
-    ]
-    assert installs, raw["setup_commands"]
+def test_every_node_type_installs_pinsage_ray(prepared):
+    for name, commands in _setup_commands_by_type(prepared).items():
+        assert _first(commands, r"\bpip install\b.*pinsage[-_]ray") is not None, (name, commands)
+
+
+def test_torch_build_fits_each_node_type(prepared):
+    """CPU node types take torch from PyTorch's CPU index before pinsage-ray (else pip pulls
+    PyPI's CUDA build, several GB); GPU node types take the CUDA build."""
+    for name, commands in _setup_commands_by_type(prepared).items():
+        torch_at = _first(commands, r"\bpip install\b.*[\"' ]torch\b")
+        pinsage_at = _first(commands, r"\bpip install\b.*pinsage[-_]ray")
+        assert torch_at is not None and torch_at < pinsage_at, (name, commands)
+        gpu = prepared["available_node_types"][name]["resources"].get("GPU", 0) > 0
+        assert (CPU_INDEX in commands[torch_at]) is not gpu, (name, commands[torch_at])
+    # no node type gets a pinsage-ray install ahead of its torch line from the shared list
+    assert not [c for c in prepared.get("setup_commands", []) if "pip install" in c]
+
+
+def test_install_lines_pin_the_image_ray_version(raw, prepared):
+    version = _image_ray_version(raw)
+    for name, commands in _setup_commands_by_type(prepared).items():
+        line = commands[_first(commands, r"pinsage[-_]ray")]
+        assert re.search(rf"[\"' ]ray(\[[\w,]+\])?=={re.escape(version)}[\"' ]", line + " "), \
+            (name, line)
+    head = _setup_commands_by_type(prepared)[raw["head_node_type"]]
+    # `ray job submit` needs the dashboard's job server: the `cluster` extra on the head
+    assert re.search(r"pinsage-ray\[[\w,]*cluster", " ".join(head)), head
+
+
+# --------------------------------------------- cluster.yaml and docs/cluster.md agree
+
+
+def test_docs_table_matches_node_types(raw):
+    """docs/cluster.md's node-type table gives each type's instance and worker range."""
+    doc = CLUSTER_DOC.read_text()
+    for name, node_type in raw["available_node_types"].items():
+        if name == raw["head_node_type"]:
+            continue
+        row = re.search(rf"^\| `{name}` +\| ([\w.]+), (\d+)–(\d+) ", doc, re.M)
+        assert row, f"no row for {name} in {CLUSTER_DOC}"
+        assert row.group(1) == node_type["node_config"]["InstanceType"]
+        assert (int(row.group(2)), int(row.group(3))) == (
+            node_type.get("min_workers", 0), node_type["max_workers"]), name
+
+
+def test_shard_node_type_keeps_one_node_up_as_docs_say(raw):
+    """The shards size their request from the pinsage_shard units up when they start and ask
+    for none without any, so the autoscaler adds shard nodes only when one is up."""
+    (name,) = _node_types_with(raw, SHARD_RESOURCE)
+    assert raw["available_node_types"][name]["min_workers"] >= 1
+    doc = CLUSTER_DOC.read_text()
+    assert f"min_workers: {raw['available_node_types'][name]['min_workers']}" in doc
+
+
+def test_docs_laptop_install_pins_the_image_ray_version(raw):
+    doc = CLUSTER_DOC.read_text()
+    pins = re.findall(r'pip install "pinsage-ray\[cluster\]" "ray\[default\]==([\d.]+)"', doc)
+    assert pins and set(pins) == {_image_ray_version(raw)}, pins
+    assert "is planned" not in doc  # the CLI exists: no stale caveats
 
 
 def test_all_commands_are_plain_strings(raw):

@@ -26,7 +26,9 @@ the service answers again once a node that offers it joins.
 
 Placement: with ``resources=None`` the shards request the ``pinsage_shard`` custom resource
 whenever the cluster advertises it (``cluster.yaml`` gives each ``cpu_worker`` one unit), one
-unit each (one shard per node) when there are as many units as shards, else an equal fraction.
+unit each (one shard per node) when there are as many units as shards, else an equal fraction;
+and never on the head node while the cluster has other nodes (:func:`~pinsage_ray.ray_utils.
+off_head_options`), since they reserve no CPU.
 
 A :class:`ShardedGraph` pickles by its actors' *names* (unique per service) and looks them up
 when unpickled, so it can be a constructor argument of a restartable actor (the batch
@@ -47,7 +49,7 @@ import ray
 
 from pinsage_ray.graph.partition import PartitionBook
 from pinsage_ray.graph.store import GraphStore
-from pinsage_ray.ray_utils import resource_share
+from pinsage_ray.ray_utils import off_head_options, resource_share
 from pinsage_ray.sampling.api import Reducer, WalkService, assemble, chunks
 from pinsage_ray.sampling.shard import GraphShard, Walkers, WalkSpec, route
 
@@ -192,6 +194,7 @@ class ShardedGraph(WalkService):
         options = dict(num_cpus=num_cpus, max_restarts=max_restarts,
                        max_task_retries=max_restarts, resources=self.resources,
                        allow_out_of_order_execution=True)
+        options.update(off_head_options())  # zero CPU: off the head while other nodes are up
         token = uuid.uuid4().hex[:12]
         self.names = [f"pinsage-shard-{token}-{s}" for s in range(self.book.num_shards)]
         self.actors = [actor_cls.options(name=name, **options).remote(self.graph_dir, self.book, s)

@@ -42,6 +42,10 @@ def test_one_shard_per_shard_node_and_walks_equal_in_process(cluster, planted_gr
         assert set(nodes) <= cluster.worker_ids() and cluster.head_id() not in nodes
         assert np.array_equal(svc.random_walks(np.arange(400), num_walks=2, walk_length=4,
                                                seed=5).reshape(400, -1), ref["walks"])
+    # no custom resource and no CPU reserved: still never on the head (off_head_options)
+    with ShardedGraph(planted_graph, 4, resources={}) as svc:
+        nodes = [info["node_id"] for info in svc.shard_info]
+        assert set(nodes) <= cluster.worker_ids() and cluster.head_id() not in nodes
 
 
 def test_two_train_workers_on_two_nodes(cluster, reference_run):
