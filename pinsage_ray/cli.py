@@ -2,6 +2,10 @@
 
 Each sub-command parses flags, calls one library function and prints its result; no logic
 lives here that a Python user could not reach. ``pinsage-ray --help`` lists the commands.
+
+Building the parser imports neither torch nor Ray (each command imports what it runs), so
+``--help`` and ``--version`` answer at once. Commands whose standard output is JSON (for
+scripts) print the hint of the command to run next on standard error.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from pinsage_ray.cli_train import add_preset_args, add_train_args, train_config_from_args
+from pinsage_ray.console import next_command
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +36,27 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
 # --------------------------------------------------------------------------- prepare
 def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="Parquet/CSV file or folder with columns item, group "
-                   "[, weight, timestamp]; or a dataset folder with --format")
+                   "[, weight, timestamp] (other names: --item-col etc.); or a dataset folder "
+                   "with --format")
     p.add_argument("graph_dir", help="output graph directory (local path or s3://...)")
     p.add_argument("--format", choices=["table", "movielens", "lightgcn", "synthetic"],
                    default="table", help="input format (default: table)")
     p.add_argument("--features", help="Parquet with item + a list column or numeric columns")
     p.add_argument("--overwrite", action="store_true", help="replace an existing graph_dir")
+    for role, what in COLUMN_ROLES.items():
+        p.add_argument(f"--{role}-col", metavar="NAME", dest=f"{role}_col",
+                       help=f"the input's column of {what} (default: {role})")
+
+
+#: prepare's column roles (pinsage_ray.data.types.INTERACTION_COLUMNS; spelled out here so
+#: that building the parser imports no pyarrow) -> what --ROLE-col names
+COLUMN_ROLES = {"item": "item ids (also used in --features)", "group": "group ids",
+                "weight": "edge weights", "timestamp": "timestamps"}
+
+
+def hint(*argv: object, note: str = "") -> None:
+    """Print the next command to run on stderr (stdout holds the command's JSON)."""
+    print(next_command(*argv, note=note), file=sys.stderr, flush=True)
 
 
 @command("prepare", _prepare_args)
@@ -50,9 +68,12 @@ def _prepare(args: argparse.Namespace) -> int:
     readers = {"movielens": read_movielens_100k, "synthetic": read_synthetic,
                "lightgcn": lambda p: read_lightgcn(p)[0]}
     source = args.input if args.format == "table" else readers[args.format](args.input)
+    columns = {role: getattr(args, f"{role}_col") for role in COLUMN_ROLES
+               if getattr(args, f"{role}_col")}
     store = prepare(source, args.graph_dir, item_features=args.features,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, columns=columns or None)
     print(json.dumps(_summary(store), indent=2))
+    hint("train", args.graph_dir, "RUN_DIR", note="RUN_DIR: a new folder for the model")
     return 0
 
 
@@ -107,6 +128,7 @@ def _synthetic(args: argparse.Namespace) -> int:
                               **{k: v for k, v in flags.items() if v is not None})
     print(json.dumps(write_synthetic(cfg, args.out_dir, show_progress=True,
                                      overwrite=args.overwrite), indent=2, default=str))
+    hint("prepare", "--format", "synthetic", args.out_dir, "GRAPH_DIR")
     return 0
 
 
@@ -124,6 +146,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     print(json.dumps(_summary(GraphStore(args.graph_dir, verify=args.verify or None)),
                      indent=2))
+    hint("train", args.graph_dir, "RUN_DIR", note="RUN_DIR: a new folder for the model")
     return 0
 
 
@@ -166,6 +189,7 @@ def _neighbors(args: argparse.Namespace) -> int:
         found = [(ids[int(i)].as_py(), round(float(wt), 4)) for i, wt in zip(row, weights)
                  if i >= 0]
         print(json.dumps({"item": q, "neighbors": found}))
+    hint("train", args.graph_dir, "RUN_DIR", note="RUN_DIR: a new folder for the model")
     return 0
 
 
@@ -251,6 +275,8 @@ def _recommend_args(p: argparse.ArgumentParser) -> None:
 @command("recommend", _recommend_args)
 def _recommend(args: argparse.Namespace) -> int:
     """Related items for --item ids, or recommendations for --group-items."""
+    import numpy as np
+
     from pinsage_ray.recommender import Recommender
 
     if not args.item and not args.group_items:
@@ -272,6 +298,7 @@ def _recommend(args: argparse.Namespace) -> int:
         items = [cast(v) for v in args.group_items.split(",") if v]
         print(json.dumps({"group_items": items,
                           "recommended": rec.recommend_for_group(items, args.k)}))
+    hint("serve", args.run_dir, note="the same answers over HTTP")
     return 0
 
 
@@ -291,8 +318,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     """Serve RUN_DIR's related items and recommendations over HTTP (Ray Serve) until Ctrl-C."""
     from pinsage_ray.console import where_logs_are
-    from pinsage_ray.serve.app import serve_summary, start, wait_until_stopped
+    from pinsage_ray.serve import import_app
 
+    try:  # Ray Serve is the `serve` extra
+        app = import_app()
+    except ImportError as err:
+        print(f"pinsage-ray serve: error: {err}", file=sys.stderr)
+        return 2
+    serve_summary, start, wait_until_stopped = app.serve_summary, app.start, app.wait_until_stopped
     url = start(args.run_dir, host=args.host, port=args.port, num_replicas=args.num_replicas,
                 ef=args.ef, address=args.address)
     print(serve_summary(url, args.run_dir, args.num_replicas, where_logs_are(args.log_handler)),
@@ -310,7 +343,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset folder (ml-100k/ for p1, gowalla/ for p2)")
     p.add_argument("--workdir", help="where the protocol's graph and runs go")
     add_preset_args(p)
-    p.add_argument("--config", help="TrainConfig JSON for the protocol runs (over the preset)")
+    p.add_argument("--config", help="TrainConfig fields for the protocol runs as a JSON file "
+                   "or inline JSON, e.g. '{\"num_epochs\": 6}' (over the preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--baselines", nargs="*", default=None,
                    help="baselines to compare, any of: popularity itemknn rp3beta ppr svd "
@@ -357,6 +391,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=float)
+    if args.run_dir and not args.protocol:
+        hint("serve", args.run_dir, note="related items over HTTP")
     return 0
 
 
@@ -367,7 +403,8 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", type=int, default=5_000)
     p.add_argument("--groups", type=int, default=4_000)
     p.add_argument("--num-shards", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training passes (default: the 'items' preset's 5)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -395,8 +432,12 @@ def format_quickstart(report: dict) -> str:
                      f"{m['hard_negatives']}, {m['examples_per_s']:.0f} examples/s, "
                      f"val hit@10 {m.get('val_hit_at_10', float('nan')):.4f}")
     lines.append(f"index: {ix['items']} items, ef={ix['ef']}, recall@10 {ix['recall_at_10']}")
-    lines.append(f"related items in the same planted community: "
-                 f"{ev['related_items_same_community']:.1%} (chance {ev['chance']:.1%})")
+    base = ev.get("baselines_same_community", {})
+    shown = {"features": "features alone", "popularity": "popularity", "itemknn": "ItemKNN"}
+    lines.append("related items in the query's planted community (top 10 of 200 query "
+                 f"items): PinSage {ev['related_items_same_community']:.1%}, "
+                 + "".join(f"{shown.get(name, name)} {v:.1%}, " for name, v in base.items())
+                 + f"chance {ev['chance']:.1%}")
     for ex in report["examples"]:
         sims = ", ".join(f"{j} (c{c}, {s:.3f})" for j, c, s in ex["similar"])
         lines.append(f"  item {ex['item']} (community {ex['community']}) -> {sims}")
@@ -413,11 +454,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def version() -> str:
+    """The installed distribution's version (``pinsage_ray.__version__`` when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pinsage-ray")
+    except metadata.PackageNotFoundError:
+        import pinsage_ray
+
+        return getattr(pinsage_ray, "__version__", "unknown")
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (importlib.metadata costs ~50 ms)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(f"{parser.prog} {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pinsage-ray`` argument parser (imports no torch, Ray or pyarrow)."""
     parser = _Parser(
         prog="pinsage-ray",
         description="PinSage on Ray: item graphs, random-walk neighbourhoods, training, "
                     "inference and related-item retrieval.")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the installed version and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: also Ray's own output and INFO logs on the terminal (by "
                         "default they go to RUN_DIR/logs/COMMAND.log); -vv: debug")

@@ -10,20 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["add_preset_args", "add_train_args", "train_config_from_args"]
+__all__ = ["add_preset_args", "add_train_args", "read_config_arg", "train_config_from_args"]
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from pinsage_ray.training import TrainConfig
+    # training.config, not pinsage_ray.training's other modules: building the parser (and
+    # so every --help) must not import torch (tests/test_cli_habits.py)
     from pinsage_ray.training.config import (CONV_MODES, DEFAULT_PRESET, LOSSES,
-                                             NEGATIVE_SAMPLING,
-                                             PAIR_WEIGHTING)
+                                             NEGATIVE_SAMPLING, PAIR_WEIGHTING, TrainConfig)
 
     p.add_argument("graph_dir")
     p.add_argument("run_dir", help="checkpoints, metrics.jsonl and model/ (rerun to resume)")
     add_preset_args(p)
-    p.add_argument("--config", help="JSON file with TrainConfig fields (over the preset; "
-                   "flags override both)")
+    p.add_argument("--config", help="TrainConfig fields as a JSON file or inline JSON, e.g. "
+                   "'{\"lr\": 0.01}' (over the preset; flags override both)")
     d = TrainConfig.preset(DEFAULT_PRESET)
     for name, typ in [("num_epochs", int), ("batch_size", int), ("batches_per_epoch", int),
                       ("lr", float), ("margin", float), ("temperature", float),
@@ -79,19 +79,9 @@ def add_preset_args(p: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace):
     """TrainConfig: the ``--preset``, then ``--config`` JSON, then any flags given."""
-    from pinsage_ray.training import TrainConfig
+    from pinsage_ray.training.config import TrainConfig
 
-    data = {}
-    if args.config:
-        try:
-            with open(args.config) as f:
-                data = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"--config {args.config!r}: cannot read a JSON object "
-                             f"({type(err).__name__}: {err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"--config {args.config!r}: holds a JSON {type(data).__name__}; "
-                             "expected an object of TrainConfig fields, e.g. {\"lr\": 0.01}")
+    data = read_config_arg(args.config) if args.config else {}
     skip = {"graph_dir", "run_dir", "config", "address", "func", "command", "verbose", "top_t",
             "preset", "protocol", "data_dir", "workdir", "seeds", "baselines", "k", "json",
             "log_handler"}
@@ -99,3 +89,29 @@ def train_config_from_args(args: argparse.Namespace):
     if getattr(args, "top_t", None) is not None:
         data.setdefault("neighbors", {})["top_t"] = args.top_t
     return TrainConfig.preset(args.preset, **data)
+
+
+def read_config_arg(value: str) -> dict:
+    """``--config``'s TrainConfig fields: inline JSON (``'{"lr": 0.01}'``) or a JSON file.
+
+    A value that starts with ``{`` is read as inline JSON; anything else as a file path.
+    """
+    text, where = value, "inline JSON"
+    if not value.lstrip().startswith("{"):
+        try:
+            with open(value, encoding="utf-8") as f:
+                text, where = f.read(), "file"
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--config {value!r}: neither inline JSON (an object starting "
+                             f"with '{{') nor a readable JSON file ({type(err).__name__}: "
+                             f"{err}); e.g. --config '{{\"lr\": 0.01}}' or --config "
+                             "config.json") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config {value!r}: the {where} is not valid JSON ({err}); e.g. "
+                         "--config '{\"lr\": 0.01}'") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {value!r}: holds a JSON {type(data).__name__}; expected an "
+                         "object of TrainConfig fields, e.g. {\"lr\": 0.01}")
+    return data

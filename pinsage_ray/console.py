@@ -238,6 +238,30 @@ def where_logs_are(file: DeferredFileHandler | None) -> str:
     return "; ".join(parts) or "none written"
 
 
+def next_command(*argv: object, note: str = "") -> str:
+    """``next: pinsage-ray ARGV...``: the line that ends a command's output with the command
+    to run next (arguments shell-quoted where needed; ``note`` follows as a ``# comment``)."""
+    import shlex
+
+    line = "next: pinsage-ray " + " ".join(shlex.quote(str(a)) for a in argv)
+    return f"{line}   # {note}" if note else line
+
+
+def progress_default(show_progress: bool | None) -> bool:
+    """The library's ``show_progress=None``: progress bars when stderr is a terminal.
+
+    A Python user at a terminal (or in a notebook cell, whose stderr is not a TTY: pass
+    ``show_progress=True`` there) sees what a long step is doing, as Ray's own output already
+    shows; scripts, logs redirected to a file and tests (no TTY) stay quiet.
+    """
+    if show_progress is not None:
+        return bool(show_progress)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # stderr replaced or closed
+        return False
+
+
 def train_summary(result, seconds: float, file: DeferredFileHandler | None) -> str:
     """What ``pinsage-ray train`` wrote where, its best epoch, and the next command."""
     best = result.best
@@ -249,7 +273,7 @@ def train_summary(result, seconds: float, file: DeferredFileHandler | None) -> s
         f"  model:   {result.model_dir}",
         f"  metrics: {result.run_dir}/metrics.jsonl (one line per epoch)",
         f"  logs:    {where_logs_are(file)}",
-        f"next: pinsage-ray embed {result.run_dir}"])
+        next_command("embed", result.run_dir)])
 
 
 def embed_summary(res, run_dir: str, file: DeferredFileHandler | None) -> str:
@@ -258,7 +282,7 @@ def embed_summary(res, run_dir: str, file: DeferredFileHandler | None) -> str:
         f"embedded {res.count} items ({res.dim} dims, {res.mode} mode) in {res.seconds:.1f}s",
         f"  embeddings: {res.path}",
         f"  logs:       {where_logs_are(file)}",
-        f"next: pinsage-ray index {run_dir}"])
+        next_command("index", run_dir)])
 
 
 def index_summary(index, path: str, run_dir: str, file: DeferredFileHandler | None) -> str:
@@ -279,4 +303,4 @@ def index_summary(index, path: str, run_dir: str, file: DeferredFileHandler | No
         + f", built in {m.get('build_seconds', 0.0):.1f}s",
         f"  index: {path}",
         f"  logs:  {where_logs_are(file)}",
-        f"next: pinsage-ray recommend {run_dir} --item {example}"])
+        next_command("recommend", run_dir, "--item", example)])

@@ -31,18 +31,21 @@ logger = logging.getLogger(__name__)
 
 
 def build_index(run_dir: str | os.PathLike, config: Any = None, *,
-                show_progress: bool = False) -> Any:
+                show_progress: bool | None = None) -> Any:
     """Build and save ``run_dir/index`` from ``run_dir/embeddings``; returns the index.
 
     ``run_dir`` may be a URI (``s3://...``): the index is built in memory, written to a local
-    temp dir and uploaded with its manifest last (:meth:`HNSWIndex.save`).
+    temp dir and uploaded with its manifest last (:meth:`HNSWIndex.save`). ``show_progress``:
+    a progress bar on stderr; None (default): when stderr is a terminal
+    (:func:`pinsage_ray.console.progress_default`).
     """
+    from pinsage_ray.console import progress_default
     from pinsage_ray.index import HNSWConfig, HNSWIndex
     from pinsage_ray.inference.pipeline import load_embeddings
 
     ids, emb = load_embeddings(run_dir)
     index = HNSWIndex.build(emb, ids.to_numpy(zero_copy_only=False), config or HNSWConfig(),
-                            show_progress=show_progress)
+                            show_progress=progress_default(show_progress))
     index.save(run_path(run_dir, "index"))
     logger.info("index: %d items, %s search, ef=%d, recall@10=%.3f", len(index), index.search,
                 index.ef, index.recall_at_k or float("nan"))

@@ -9,6 +9,8 @@ index (:mod:`pinsage_ray.graph.sources`); values are printed plainly (``inf``).
 from __future__ import annotations
 
 import logging
+import sys
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pinsage_ray import _io
+from pinsage_ray.data.types import INTERACTION_COLUMNS
 from pinsage_ray.graph.sources import Source, plain
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,71 @@ def read_input(path: str) -> tuple[pa.Table, Source]:
                          fs, resolved)
 
 
+def column_flag(role: str) -> str:
+    """The ``pinsage-ray prepare`` flag that maps a column role: ``--item-col`` etc."""
+    return f"--{role}-col"
+
+
+def as_table(value: Any, argument: str) -> pa.Table | None:
+    """``value`` as a pyarrow Table when it is an in-memory table (a ``pa.Table`` or a pandas
+    ``DataFrame``, its index dropped); None when it is something else (a path)."""
+    if isinstance(value, pa.Table):
+        return value
+    pd = sys.modules.get("pandas")  # a DataFrame implies pandas is imported already
+    if pd is not None and isinstance(value, pd.DataFrame):
+        try:
+            return pa.Table.from_pandas(value, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            text = " ".join(str(err).split())[:300]
+            raise InputError(f"{argument}: this DataFrame cannot be converted to Arrow "
+                             f"({text}); give ids as int or str columns, weights as numbers")
+    return None
+
+
+def check_columns(columns: dict[str, str] | None) -> dict[str, str]:
+    """Validate ``prepare(columns=...)``: a mapping from ``item``/``group``/``weight``/
+    ``timestamp`` to the input's own column names."""
+    if columns is None:
+        return {}
+    if not isinstance(columns, dict):
+        raise TypeError(f"columns={columns!r}: expected a dict like {{'item': 'movie_id', "
+                        "'group': 'user_id'}")
+    unknown = sorted(set(columns) - set(INTERACTION_COLUMNS))
+    if unknown:
+        raise ValueError(f"columns={columns!r}: unknown key(s) {unknown}; keys are the roles "
+                         f"{list(INTERACTION_COLUMNS)}, values your input's column names")
+    bad = {k: v for k, v in columns.items() if not isinstance(v, str) or not v}
+    if bad:
+        raise ValueError(f"columns={columns!r}: {bad} is not a column name (a non-empty str)")
+    return dict(columns)
+
+
+def map_columns(table: pa.Table, columns: dict[str, str], origin: str,
+                roles: tuple[str, ...] = INTERACTION_COLUMNS) -> pa.Table:
+    """The input's columns renamed to their roles (``columns``: role -> input column name).
+
+    Only the roles in ``roles`` are kept when a mapping is given (other columns of the input
+    are ignored); without one the table is returned as it is. A mapped column that is not in
+    the input raises :class:`InputError` naming the flag, the column and the columns present.
+    """
+    columns = {k: v for k, v in columns.items() if k in roles}
+    if not columns:
+        return table
+    for role, name in columns.items():
+        if name not in table.column_names:
+            raise InputError(
+                f"{origin}: no column {name!r} for the {role!r} column ({column_flag(role)} "
+                f"{name}, or columns={{{role!r}: {name!r}}} in Python); columns present: "
+                f"{table.column_names}")
+    taken = set(columns.values())
+    out = {}
+    for role in roles:
+        name = columns.get(role, role if role not in taken else None)
+        if name is not None and name in table.column_names:
+            out[role] = table.column(name)
+    return pa.table(out)
+
+
 def _src(origin: str) -> Source:
     return origin if isinstance(origin, Source) else Source(origin)
 
@@ -78,7 +146,9 @@ def validate_interactions(table: pa.Table, origin: str) -> None:
     if missing:
         raise InputError(
             f"{origin}: missing column(s) {missing}; found {table.column_names}. "
-            "Rename the columns to 'item' and 'group' (optional 'weight', 'timestamp')."
+            "Rename the columns to 'item' and 'group' (optional 'weight', 'timestamp'), or "
+            "map yours: pinsage-ray prepare --item-col NAME --group-col NAME, or "
+            "prepare(..., columns={'item': NAME, 'group': NAME}) in Python."
         )
     for col in [c for c in ("item", "group", "weight", "timestamp") if c in table.column_names]:
         column = table.column(col)
@@ -220,5 +290,7 @@ def _cast_ids(items: pa.Array, item_ids: pa.Array, origin: str, what: str) -> pa
             items = items.cast(item_ids.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
             raise InputError(f"{origin}: {what} item ids have type {items.type} but the "
-                             f"interactions' ids have type {item_ids.type}") from err
+                             f"interactions' ids have type {item_ids.type}; write the "
+                             f"{what} item ids as {item_ids.type} (the same ids as the "
+                             "interactions)") from err
     return items

@@ -1,7 +1,8 @@
 """``prepare``: interactions (+ optional item features) in, graph directory out.
 
-Input is a :class:`~pinsage_ray.data.types.RawDataset` or a Parquet/CSV file or folder with
-columns ``item``, ``group``, optional ``weight`` and ``timestamp``. Every row is checked; a bad
+Input is a :class:`~pinsage_ray.data.types.RawDataset`, a pyarrow Table or pandas DataFrame,
+or a Parquet/CSV file or folder with columns ``item``, ``group``, optional ``weight`` and
+``timestamp`` (other names are mapped with ``columns=``). Every row is checked; a bad
 row raises :class:`InputError` naming the file, the row and the column. Ids (int64 or string)
 are mapped to contiguous ids in sorted order of the original ids; duplicate (item, group) edges
 merge (weights add, the earliest timestamp is kept); rows of weight 0 are dropped first, so
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,28 +33,44 @@ from pinsage_ray.graph import inputs
 from pinsage_ray.graph.inputs import InputError
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["prepare", "InputError"]
 
 
 def prepare(
-    source: RawDataset | str | os.PathLike,
+    source: RawDataset | pa.Table | pd.DataFrame | str | os.PathLike,
     graph_dir: str | os.PathLike,
     *,
-    item_features: str | os.PathLike | pa.Table | None = None,
+    item_features: str | os.PathLike | pa.Table | pd.DataFrame | None = None,
     overwrite: bool = False,
+    columns: dict[str, str] | None = None,
 ) -> GraphStore:
     """Build a graph directory from interactions.
 
     Args:
-        source: a RawDataset (from :mod:`pinsage_ray.data`) or a Parquet/CSV file or folder.
+        source: a RawDataset (from :mod:`pinsage_ray.data`), a pyarrow Table or pandas
+            DataFrame, or a Parquet/CSV file or folder. Tables get the same checks as files
+            (errors name a row by its index from 0).
         graph_dir: output directory (local or URI); written atomically.
-        item_features: optional Parquet path or table with ``item`` plus one list column or
-            several numeric columns; overrides ``source.item_features``. Every item of the
-            interactions needs a row; a row for an item without interactions adds that item
-            with degree 0 (a feature-only, cold-start item).
+        item_features: optional Parquet path, table or DataFrame with ``item`` plus one list
+            column or several numeric columns; overrides ``source.item_features``. Every
+            item of the interactions needs a row; a row for an item without interactions
+            adds that item with degree 0 (a feature-only, cold-start item).
         overwrite: replace an existing ``graph_dir``.
+        columns: the input's own column names by role, for inputs whose columns are not
+            ``item``/``group``/``weight``/``timestamp``, e.g. ``{"item": "movie_id",
+            "group": "user_id", "weight": "rating"}`` (the CLI's ``--item-col`` etc.).
+            The ``item`` name also applies to ``item_features`` when it has no ``item``
+            column.
+
+    Example::
+
+        df = pd.DataFrame({"movie": [1, 2, 2], "user": ["a", "a", "b"]})
+        pinsage_ray.prepare(df, "graphs/mine", columns={"item": "movie", "group": "user"})
 
     Returns:
         The opened :class:`GraphStore`.
@@ -63,21 +80,32 @@ def prepare(
         FileExistsError: ``graph_dir`` exists and ``overwrite`` is False.
     """
     t0 = time.perf_counter()
+    columns = inputs.check_columns(columns)
+    in_memory = inputs.as_table(source, "prepare(source=...)")
+    feats, labels, meta = None, None, None
     if isinstance(source, RawDataset):
         name, table, origin = source.name, source.interactions, f"<dataset {source.name}>"
         feats = source.item_features
         labels, meta = source.item_labels, source.item_metadata
+    elif in_memory is not None:
+        name, table, origin = "table", in_memory, f"<{type(source).__name__}>"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"prepare(source=<{type(source).__name__}>): expected a Parquet/CSV "
+                        "path, a pyarrow Table, a pandas DataFrame or a RawDataset")
     else:
         name = os.path.basename(os.fspath(source).rstrip("/"))
         table, origin = inputs.read_input(os.fspath(source))  # names rows by line/row number
-        feats, labels, meta = None, None, None
     if item_features is not None:
-        feats_origin = "<table>" if isinstance(item_features, pa.Table) else os.fspath(item_features)
-        feats = item_features
-        if not isinstance(item_features, pa.Table):
-            feats, feats_origin = inputs.read_input(feats_origin)
+        feats = inputs.as_table(item_features, "prepare(item_features=...)")
+        feats_origin = f"<{type(item_features).__name__}> (item_features)"
+        if feats is None:
+            feats, feats_origin = inputs.read_input(os.fspath(item_features))
     else:
         feats_origin = f"{origin} (item_features)"
+    table = inputs.map_columns(table, columns, origin)
+    if feats is not None and "item" not in feats.column_names and "item" in columns:
+        feats = feats.rename_columns([("item" if c == columns["item"] else c)
+                                      for c in feats.column_names])
 
     inputs.validate_interactions(table, origin)
     zero_rows = 0

@@ -132,7 +132,7 @@ def _list_column(emb: np.ndarray) -> pa.Array:
 
 def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str = "auto",
           num_shards: int = 0, batch_size: int = 8192, num_actors: int = 1,
-          seed: int = DEFAULT_SEED, show_progress: bool = False) -> EmbedResult:
+          seed: int = DEFAULT_SEED, show_progress: bool | None = None) -> EmbedResult:
     """Embed every item of the graph with the trained model in ``run_dir``.
 
     Args:
@@ -143,6 +143,8 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
         batch_size: items per Ray Data batch.
         num_actors: actor-pool size per pass.
         seed: seed of the inference neighbourhoods (deterministic output).
+        show_progress: progress bars on stderr; None (default): when stderr is a terminal
+            (:func:`pinsage_ray.console.progress_default`).
 
     Returns:
         An :class:`EmbedResult`; the Parquet files are in ``run_dir/embeddings``.
@@ -153,6 +155,9 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
                              ("num_shards", num_shards, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}={value!r}; expected an integer >= {low}")
+    from pinsage_ray.console import progress_default
+
+    show_progress = progress_default(show_progress)
     t0 = time.perf_counter()
     model = load_model(run_dir, graph_dir)
     store = GraphStore(model.graph_dir)

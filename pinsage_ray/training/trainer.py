@@ -97,7 +97,7 @@ def model_config_for(store: GraphStore, cfg: TrainConfig) -> ModelConfig:
 
 def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
           config: TrainConfig | None = None, *, address: str | None = None,
-          num_cpus: int | None = None, show_progress: bool = False) -> TrainResult:
+          num_cpus: int | None = None, show_progress: bool | None = None) -> TrainResult:
     """Train PinSage on a graph directory with Ray Train.
 
     Args:
@@ -113,6 +113,8 @@ def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
         num_cpus: CPUs of a new local Ray instance.
         show_progress: draw a bar per epoch and print one line of metrics per epoch on
             stderr (:mod:`pinsage_ray.training.progress`); the lines are logged either way.
+            None (default): when stderr is a terminal
+            (:func:`pinsage_ray.console.progress_default`).
 
     Returns:
         A :class:`TrainResult`.
@@ -120,7 +122,8 @@ def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-    from pinsage_ray.ray_utils import init_ray, torch_trainer_class
+    from pinsage_ray.console import progress_default
+    from pinsage_ray.ray_utils import init_ray, off_head_options, torch_trainer_class
     from pinsage_ray.sampling.local import LocalWalker
     from pinsage_ray.training.loop import train_loop
     from pinsage_ray.training.progress import watch_progress
@@ -165,8 +168,10 @@ def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
                   else None)
         _save_val_pairs(store, pairs, fs, run_path)
         pairs_uri = save_pairs(pairs, _io.join(run_uri, "train_pairs.npz"))  # producers read it
+        # zero CPU, so off the head by label whenever the cluster has other nodes
         producer_cls = ray.remote(RemoteBatchProducer).options(num_cpus=0, max_restarts=2,
-                                                               max_task_retries=2)
+                                                               max_task_retries=2,
+                                                               **off_head_options())
         workers = max(cfg.num_workers, 1)
         producers = [[producer_cls.remote(graph_uri, cfg.to_dict(), pairs_uri, r, workers,
                                           sharded) for _ in range(cfg.num_producers)]
@@ -184,7 +189,7 @@ def train(graph_dir: str | os.PathLike, run_dir: str | os.PathLike,
         }
         # rank 0 sends its progress to the driver's console (None: no progress shown)
         with watch_progress(cfg.num_epochs, loop_config["num_batches"],
-                            show=show_progress) as loop_config["progress"]:
+                            show=progress_default(show_progress)) as loop_config["progress"]:
             trainer = torch_trainer_class()(
                 train_loop, train_loop_config=loop_config,
                 scaling_config=ScalingConfig(
