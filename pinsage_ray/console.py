@@ -247,6 +247,11 @@ def next_command(*argv: object, note: str = "") -> str:
     return f"{line}   # {note}" if note else line
 
 
+def hint(*argv: object, note: str = "") -> None:
+    """Print the next command to run on stderr (stdout holds the command's JSON)."""
+    print(next_command(*argv, note=note), file=sys.stderr, flush=True)
+
+
 def progress_default(show_progress: bool | None) -> bool:
     """The library's ``show_progress=None``: progress bars when stderr is a terminal.
 
