@@ -14,8 +14,9 @@ CPU per process on a small machine) for code that needs neither.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pinsage_ray._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -44,14 +45,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from pinsage_ray.training import TrainConfig, TrainResult, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pinsage_ray' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

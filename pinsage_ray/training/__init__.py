@@ -7,9 +7,9 @@ that needs only :class:`TrainConfig` do not pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pinsage_ray._lazy import lazy_exports
 from pinsage_ray.training.config import NeighborConfig, TrainConfig
 
 #: public name -> the module that defines it (loaded on first use)
@@ -30,14 +30,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from pinsage_ray.training.trainer import TrainResult, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pinsage_ray.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
