@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -82,11 +83,44 @@ def test_train_prints_epochs_and_a_summary_and_logs_ray_to_the_run(pipeline):
 
 
 def test_embed_index_evaluate_summaries(pipeline):
+    import json
+
     run, procs = pipeline["run"], pipeline["procs"]
-    assert f"next: pinsage-ray index {run}" in procs["embed"].stdout
-    assert re.search(r"recall@10 [01]\.\d+ against exact search", procs["index"].stdout)
-    assert f"next: pinsage-ray recommend {run} --item " in procs["index"].stdout
+    # the "next:" hint may go to either stream; the summary is on stdout
+    assert f"next: pinsage-ray index {run}" in procs["embed"].stdout + procs["embed"].stderr
+    found = re.search(r"recall@10 ([01]\.\d+) against exact search", procs["index"].stdout)
+    assert found, procs["index"].stdout
+    manifest = json.loads((run / "index" / "manifest.json").read_text())
+    assert float(found.group(1)) == round(manifest["hnsw_recall_at_k"], 3), manifest
+    assert f"next: pinsage-ray recommend {run} --item " in (procs["index"].stdout
+                                                            + procs["index"].stderr)
     assert "| pinsage |" in procs["evaluate"].stdout
+
+
+def test_recommend_prints_the_librarys_answers(pipeline):
+    """``recommend`` for two items and a group: its stdout JSON equals ``Recommender``'s
+    answers on the same run (ids in order, scores within 1e-5)."""
+    import json
+
+    from pinsage_ray.recommender import Recommender
+
+    run = pipeline["run"]
+    rec = Recommender.load(run)
+    items = [rec.ids[3].item(), rec.ids[40].item()]
+    group = [rec.ids[i].item() for i in (7, 8, 90)]
+    proc = run_cli("recommend", run, "--item", items[0], "--item", items[1], "--group-items",
+                   ",".join(map(str, group)), "-k", "6", cwd=run.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(answers) == 3, proc.stdout
+    want = [("item", i, "similar", rec.similar_items(i, 6)) for i in items]
+    want.append(("group_items", group, "recommended", rec.recommend_for_group(group, 6)))
+    for got, (key, query, field, expected) in zip(answers, want):
+        assert got[key] == query
+        assert [i for i, _ in got[field]] == [i for i, _ in expected], (got, expected)
+        assert np.abs(np.array([s for _, s in got[field]])
+                      - np.array([s for _, s in expected])).max() < 1e-5
+        assert len(got[field]) == 6
 
 
 def test_quickstart_shows_steps_not_ray(tmp_path):

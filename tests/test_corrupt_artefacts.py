@@ -124,10 +124,16 @@ def test_model_dir(fx, tmp_path, file, damage):
 def test_model_dirs_written_before_checksums_still_load(fx, tmp_path):
     import json
 
+    import torch
+
     from pinsage_ray.inference.model_io import load_model
 
     run = fx_.copy(fx["run"], tmp_path / "run")
     meta = json.loads((run / "model" / "model.json").read_text())
     del meta["files"]
     (run / "model" / "model.json").write_text(json.dumps(meta))
-    assert load_model(run).encoder is not None
+    saved = torch.load(run / "model" / "model.pt", weights_only=True)
+    loaded = load_model(run).encoder.state_dict()
+    assert set(loaded) == set(saved) and saved
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name

@@ -21,8 +21,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from pinsage_ray.recommender import Recommender
@@ -68,14 +70,42 @@ def same(got: object, want: object) -> bool:
     return got == want
 
 
+def _permute_embeddings(run: Path, seed: int = 0) -> None:
+    """Give ``run``'s items each other's embeddings (a random permutation, rotated by a random
+    orthogonal matrix), rewrite the parts and their manifest, rebuild the index: a run whose
+    answers differ from the original's for nearly every item."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from pinsage_ray import _io
+    from pinsage_ray.recommender import build_index
+
+    fs, folder = pafs.LocalFileSystem(), run / "embeddings"
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    rng = np.random.default_rng(seed)
+    rotation = np.linalg.qr(rng.normal(size=(manifest["dim"],) * 2))[0].astype(np.float32)
+    for name in manifest["files"]:
+        table = pq.read_table(folder / name)
+        emb = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+        emb = emb[rng.permutation(len(emb))] @ rotation
+        column = pa.array(list(emb.astype(np.float32)), type=table.schema.field("embedding").type)
+        table = table.set_column(table.schema.get_field_index("embedding"), "embedding", column)
+        manifest["files"][name] = _io.write_parquet(fs, str(folder / name), table)
+    _io.write_json(fs, str(folder / "_manifest.json"), manifest)
+    shutil.rmtree(run / "index")
+    build_index(run)
+
+
 @pytest.fixture(scope="module")
 def runs(trained_run, tmp_path_factory) -> dict:
-    """Two copies of the trained run: ``a`` is served (and gets items), ``b`` rolls out."""
+    """Two runs: ``a`` (a copy of the trained run) is served and gets items; ``b`` (another
+    copy, its items' embeddings permuted) rolls out, so every answer says which run gave it."""
     base = tmp_path_factory.mktemp("serve")
     out = {}
     for name in ("a", "b"):
         shutil.copytree(trained_run["run"], base / name)
         out[name] = str(base / name)
+    _permute_embeddings(base / "b")
     return out
 
 
@@ -255,6 +285,9 @@ def test_rolling_out_another_run_drops_no_request(server, runs):
     items = new.ids[:20].tolist()
     expected = {runs["a"]: {i: as_json(old.similar_items(i, 5)) for i in items},
                 runs["b"]: {i: as_json(new.similar_items(i, 5)) for i in items}}
+    # the runs answer differently, so an answer from the other run than the one a response
+    # names fails the check below
+    assert all(not same(expected[runs["a"]][i], expected[runs["b"]][i]) for i in items)
     seen, failures, stop = [], [], threading.Event()
 
     def load() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -155,13 +154,10 @@ def test_movielens_100k_real():
 
 def test_gowalla_real():
     folder = _shared("gowalla", "train.txt", "test.txt")
-    started = time.perf_counter()
     train, test = read_lightgcn(folder)
-    elapsed = time.perf_counter() - started
     assert train.interactions.num_rows == 810_128
     assert len(np.unique(train.interactions["group"].to_numpy())) == 29_858
     assert test.num_rows == 217_242
     assert train.extra["num_users"] == 29_858 and train.extra["num_items"] == 40_981
     first = (folder / "train.txt").read_text().split("\n", 1)[0].split()
     assert train.interactions["item"].to_numpy()[: len(first) - 1].tolist() == [int(x) for x in first[1:]]
-    assert elapsed < 10.0, f"reading Gowalla took {elapsed:.1f} s"

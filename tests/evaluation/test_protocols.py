@@ -142,16 +142,19 @@ def _read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("PINSAGE_RUN_SLOW") != "1", reason="takes minutes; set PINSAGE_RUN_SLOW=1")
 @pytest.mark.skipif(not (DATA_DIR / "gowalla" / "train.txt").exists(), reason="shared Gowalla absent")
 def test_gowalla_p2_reference_numbers():
+    """Popularity and ItemKNN on the full Gowalla split reproduce the published Recall@20 and
+    NDCG@20 (about 30 s on 2 cores: read 2 s, popularity 5 s, ItemKNN 25 s). RP3beta is left
+    out of CI: it takes another 31 s here and is reproduced only to ~2e-3 (measured 0.1780 /
+    0.1460 against 0.1762 / 0.1436); its MovieLens reference stays in
+    :func:`test_movielens_p1_reference_hit_rates` and its Gowalla row in bench_quality."""
     tu, ti = _read_lightgcn(DATA_DIR / "gowalla" / "train.txt")
     eu, ei = _read_lightgcn(DATA_DIR / "gowalla" / "test.txt")
     n_users, n_items = 29858, 40981
-    reference = {  # Recall@20, NDCG@20; RP3beta reproduced only to ~2e-3 (see baselines docs)
+    reference = {  # Recall@20, NDCG@20, measured here: 0.04163 / 0.03169 and 0.14401 / 0.11454
         "popularity": (Popularity(), 0.0416, 0.0317, 5e-4),
         "itemknn": (ItemKNN(shrink=50), 0.1440, 0.1145, 5e-4),
-        "rp3beta": (RP3beta(alpha=1.0, beta=0.3), 0.1762, 0.1436, 3e-3),
     }
     for name, (model, ref_recall, ref_ndcg, tol) in reference.items():
         model.fit(tu, ti, n_users, n_items)

@@ -14,9 +14,11 @@ index corrupted on S3.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 
 import fault_scenarios as fs
+from pinsage_ray import _io
 from pinsage_ray import (GraphStore, Recommender, build_index, embed, load_embeddings, prepare,
                          train)
 
@@ -40,7 +42,7 @@ def s3_cluster(two_workers, s3_server):
 
 
 def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inputs,
-                                     tiny_train_config):
+                                     tiny_train_config, tmp_path):
     root, _ = s3_server
     graph, run = f"{root}/graph", f"{root}/runs/multinode"
     prepare(tiny_inputs["interactions"], graph, item_features=tiny_inputs["item_features"])
@@ -63,7 +65,18 @@ def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inp
     assert embed_nodes and embed_nodes <= s3_cluster.worker_ids(), embed_nodes
     assert emb.mode == "ray" and emb.count == 300 and emb.path.startswith("s3://")
     ids, vectors = load_embeddings(run)
-    assert len(set(ids.to_pylist())) == 300 and np.isfinite(vectors).all()
+    assert len(set(ids.to_pylist())) == 300
+    # the oracle: the same model embedded in this process from a local copy of its model
+    # directory (same inference neighbourhoods: same seed) gives the same vectors
+    local = tmp_path / "local-run"
+    source_fs, source = _io.resolve(f"{run}/model")
+    (local / "model").mkdir(parents=True)
+    pafs.copy_files(source, str(local / "model"), source_filesystem=source_fs,
+                    destination_filesystem=pafs.LocalFileSystem())
+    embed(local, graph_dir=graph, mode="local")
+    local_ids, local_vectors = load_embeddings(local)
+    assert ids.equals(local_ids)
+    assert np.abs(vectors - local_vectors).max() < 1e-5
 
     build_index(run)
     assert {"index/index.bin", "index/manifest.json"} <= set(s3_listing(run))

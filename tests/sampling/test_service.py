@@ -48,22 +48,31 @@ def test_sharded_equals_in_process(ray_session, planted_graph, reference, num_sh
 
 
 def test_killed_shard_restarts_and_request_completes(ray_session, planted_graph, reference):
+    """A shard killed while a request is running restarts (a new process, one restart in
+    Ray's actor table) and the interrupted request completes with the unfaulted answer."""
     import ray
 
-    from pinsage_ray.sampling.api import Reducer
+    from pinsage_ray.sampling.api import Reducer, assemble
     from pinsage_ray.sampling.shard import WalkSpec
 
+    # a request long enough (~1 s of hops) that the kill lands while it runs
+    spec = WalkSpec(2000, 5, 0.3, 5)
+    unfaulted = LocalWalker(planted_graph).importance_neighbors(
+        QUERIES, num_walks=2000, walk_length=5, restart_prob=0.3, top_t=8, seed=5)
     service = ShardedGraph(planted_graph, 2, max_restarts=2)
     try:
-        pid_before = ray.get(service.actors[1].info.remote())["pid"]
-        spec = WalkSpec(3, 5, 0.3, 5)
-        refs = service.submit(QUERIES, np.arange(len(QUERIES)), spec, Reducer("paths"))
+        before = ray.get(service.actors[1].info.remote())
+        refs = service.submit(QUERIES, np.arange(len(QUERIES)), spec, Reducer("top_t", top_t=8))
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         ray.kill(service.actors[1], no_restart=False)  # crash mid-request
+        assert not ready, "the request finished before the kill: make it longer"
         parts = ray.get(refs, timeout=120)
-        from pinsage_ray.sampling.api import assemble
-
-        assert np.array_equal(assemble(parts, len(QUERIES), spec)["paths"], reference["walks"])
-        assert ray.get(service.actors[1].info.remote())["pid"] != pid_before
+        got = assemble(parts, len(QUERIES), spec)
+        assert np.array_equal(got["ids"], unfaulted.ids)
+        assert np.array_equal(got["counts"], unfaulted.counts)
+        after = ray.get(service.actors[1].info.remote())
+        assert after["pid"] != before["pid"] and after["actor_id"] == before["actor_id"]
+        assert service._states()[1]["NumRestarts"] == 1
         # and the service keeps answering afterwards
         again = service.random_walks(QUERIES, num_walks=3, walk_length=5, restart_prob=0.3,
                                      seed=5)

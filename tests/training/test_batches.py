@@ -16,6 +16,7 @@ from pinsage_ray.sampling.local import LocalWalker
 from pinsage_ray.training import BatchProducer, TrainConfig, make_pairs
 from pinsage_ray.training.batches import remove_links
 from pinsage_ray.training.pairs import sequence_pairs
+from pinsage_ray.training.producer import batch_seed
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +136,85 @@ def test_batch_structure_leakage_and_hard_negatives(setup):
     hard = batch.hard.numpy()
     assert hard.shape == (cfg.batch_size, 2)
     hard_ids = np.where(hard >= 0, out_nodes[np.maximum(hard, 0)], -1)
+    assert (hard_ids >= 0).all()
     assert (hard_ids != q[:, None]).all() and (hard_ids != p[:, None]).all()
+    # ... and inside the PPR rank band [10, 100): the ranks recomputed here from the same walks
+    # (the batch's seed), every visited item ranked by visit count (ties: smaller id first)
+    ranks = _ppr_ranks(walker, producer.config, q, batch_seed(cfg.seed, 0, 3, 0))
+    lo, hi = cfg.hard_band
+    visited = 0
+    for row, ids in zip(ranks, hard_ids):
+        for h in ids:
+            if h in row:  # a visited item: its rank
+                assert lo <= row[h] < hi, (h, row[h])
+                visited += 1
+            else:  # unvisited items share the ranks after the visited ones
+                assert len(row) < hi, (h, len(row))
+    assert visited > len(q) // 4  # measured 24 of 64: many samples are ranked items
     # the padded neighbour slots carry zero weight, real rows sum to one
     w = inp.blocks[-1].weights.numpy()
     real = inp.blocks[-1].neighbors.numpy() >= 0
     assert np.all(w[~real] == 0)
     assert np.allclose(w.sum(1)[real.any(1)], 1.0, atol=1e-5)
+
+
+def _ppr_ranks(walker, cfg: TrainConfig, queries: np.ndarray, seed: int) -> list[dict]:
+    """Per query, ``{item: PPR rank}`` of every item its rank-band walks visited."""
+    nb = walker.importance_neighbors(queries, num_walks=cfg.hard_num_walks,
+                                     walk_length=cfg.neighbors.walk_length,
+                                     restart_prob=cfg.neighbors.restart_prob,
+                                     top_t=walker.num_items, seed=seed)
+    return [{int(i): r for r, i in enumerate(row[row >= 0])} for row in nb.ids]
+
+
+def test_curriculum_changes_what_batches_hold(setup):
+    """Epoch 1 batches hold no hard negatives, epoch n holds min(n - 1, cap) real ones per
+    query (output nodes of the batch); without the curriculum every epoch holds the cap."""
+    store, _, cfg, pairs = setup
+    producer = BatchProducer(store.uri, cfg, pairs)
+    for epoch in range(1, 6):
+        batch = producer.batch(epoch, 1)
+        want = min(epoch - 1, cfg.max_hard_negatives)
+        real = (batch.hard >= 0).sum(dim=1).numpy()
+        assert (real == want).all(), (epoch, real)
+        out_ids = batch.inp.output_node_ids.numpy()
+        hard_ids = out_ids[batch.hard.numpy()]  # every slot is real: no -1 left to index
+        assert (hard_ids != out_ids[batch.query.numpy()][:, None]).all()
+    flat = BatchProducer(store.uri, dataclasses.replace(cfg, curriculum=False), pairs)
+    assert ((flat.batch(1, 1).hard >= 0).sum(dim=1) == cfg.max_hard_negatives).all()
+
+
+def test_batch_loss_with_hard_negatives_by_hand():
+    """``batch_loss`` on a 2-query batch with shared and hard negatives (one padded), both
+    losses computed here from the dot products written out."""
+    import math
+
+    from pinsage_ray.training.loop import batch_loss
+    from pinsage_ray.training.batches import TrainBatch
+
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6], [-1.0, 0.0],
+                        [0.28, 0.96]])
+    # queries 0, 1 with positives 2, 3; shared negatives 4 and 3 (3 is query 1's positive);
+    # hard negatives: query 0 has item 5 and a padded slot, query 1 has items 2 and 5
+    batch = TrainBatch(None, torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 3]),
+                       torch.tensor([[5, -1], [2, 5]]))
+    # scores s(q, x) = e_q . e_x
+    pos = [0.6, 0.6]                          # s(0, 2), s(1, 3)
+    shared = [[-1.0, 0.8], [0.0, 0.6]]        # s(q, 4), s(q, 3)
+    hard = [[0.28], [0.8, 0.96]]              # real hard negatives only
+    margin = 0.1
+    terms = [max(0.0, s - pos[b] + margin) for b in range(2) for s in shared[b] + hard[b]]
+    want = sum(terms) / 7  # 2 queries x 2 shared + 3 real hard negatives
+    cfg = TrainConfig.preset("paper", margin=margin)
+    assert cfg.loss == "max_margin"
+    assert batch_loss(emb, batch, cfg).item() == pytest.approx(want, abs=1e-6)
+    assert want == pytest.approx((0.3 + 0.1 + 0.3 + 0.46) / 7)
+    # softmax: the positive against every negative; shared 3 is query 1's positive: dropped
+    t = 0.5
+    logits = [[pos[0], *shared[0], *hard[0]], [pos[1], shared[1][0], *hard[1]]]
+    want = sum(math.log(sum(math.exp(x / t) for x in row)) - row[0] / t for row in logits) / 2
+    soft = dataclasses.replace(cfg, loss="softmax", temperature=t)
+    assert batch_loss(emb, batch, soft).item() == pytest.approx(want, abs=1e-5)
 
 
 def test_curriculum_and_determinism(setup):
