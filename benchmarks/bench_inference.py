@@ -43,7 +43,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -53,160 +52,19 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, add_guard_args, finish_machine, fmt_value,  # noqa: E402
-                     guard_machine, load_note, machine_info, markdown_table, median_of, metric,
-                     metrics_table, peak_rss_bytes, setup_logging)
-from bench_walks import TreeMemory, _build_gowalla, _write_build_info, ensure_graph  # noqa: E402
+from _common import (publish, add_guard_args, finish_machine,  # noqa: E402
+                     guard_machine, machine_info, median_of, metric, peak_rss_bytes,
+                     setup_logging)
+from _graphs import (add_graph_args, gowalla_graph, mean_group_size_for,  # noqa: E402
+                     synthetic_graph)
+from _memory import TreeMemory  # noqa: E402
+from inference_parts import (EMB_DIM, HIDDEN, NEIGHBORS, NUM_LAYERS, TOP_T,  # noqa: E402
+                             cosine_spread, degenerate, make_encoder, recall_at_k,
+                             recursive_embed, substitute_embeddings, write_run_dir)
+from inference_report import markdown  # noqa: E402
 
 NAME = "inference"
 log = logging.getLogger("bench_inference")
-
-NUM_LAYERS, HIDDEN, EMB_DIM, TOP_T = 2, 64, 64, 50
-NEIGHBORS = dict(walk_length=2, restart_prob=0.5, top_t=TOP_T)  # num_walks from --num-walks
-
-TARGETS = {  # metric -> (threshold, text); from the benchmark's issue
-    "layerwise_vs_recursive_ratio": (10.0, ">= 10 (K = 2, T = 50)"),
-    "index_recall_at_10": (0.95, ">= 0.95 (1M items)"),
-    "index_qps_vs_exact_ratio": (10.0, ">= 10 (1M items)"),
-    "layerwise_vs_recursive_ratio_gowalla": (10.0, ">= 10 (K = 2, T = 50)"),
-}
-
-
-# --------------------------------------------------------------------------- graphs
-def _build_synthetic_features(items: int, groups: int, edges: int, feature_dim: int, seed: int,
-                              out: str) -> None:
-    """Generate + prepare a synthetic graph *with* item features (in a child process)."""
-    from pinsage_ray import prepare
-    from pinsage_ray.data import SyntheticConfig, read_synthetic, write_synthetic
-
-    out_dir = Path(out)
-    cfg = SyntheticConfig(num_items=items, num_groups=groups,
-                          mean_group_size=min(max(edges / groups, 1.0), float(items)),
-                          feature_dim=feature_dim, seed=seed)
-    t0 = time.perf_counter()
-    raw = out_dir / "raw"
-    write_synthetic(cfg, raw, overwrite=True)
-    t1 = time.perf_counter()
-    store = prepare(read_synthetic(raw), out_dir / "graph", overwrite=True)
-    t2 = time.perf_counter()
-    shutil.rmtree(raw)
-    _write_build_info(out_dir, {"generate_s": t1 - t0, "prepare_s": t2 - t1,
-                                "num_edges": store.num_edges, "config": vars(cfg)})
-
-
-# --------------------------------------------------------------------------- pieces
-def make_encoder(num_items: int, feature_dim: int) -> Any:
-    import torch
-
-    from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(num_items=num_items, feature_dim=feature_dim, hidden_dim=HIDDEN,
-                      embedding_dim=EMB_DIM, num_layers=NUM_LAYERS,
-                      use_id_embedding=feature_dim == 0)
-    return PinSageEncoder(cfg).eval()
-
-
-def recursive_embed(encoder: Any, items: np.ndarray, nb: Any, features: np.ndarray | None,
-                    log_deg: np.ndarray, batch: int) -> tuple[np.ndarray, list[int]]:
-    """The baseline: per request of ``batch`` items, build its K-hop graph and run forward.
-
-    Returns the embeddings and, per request, the node computations done (layer-0 nodes +
-    layer-1 nodes + ... + output nodes).
-    """
-    import torch
-
-    from pinsage_ray.model.batch import EncoderInput
-    from pinsage_ray.training.batches import expand_blocks
-
-    out, work = [], []
-    with torch.no_grad():
-        for s in range(0, len(items), batch):
-            req = items[s:s + batch]
-            nodes0, blocks = expand_blocks(req, NUM_LAYERS, nb.take)
-            inp = EncoderInput(
-                node_ids=torch.from_numpy(nodes0),
-                features=None if features is None else torch.from_numpy(
-                    np.ascontiguousarray(features[nodes0], dtype=np.float32)),
-                log_degree=torch.from_numpy(log_deg[nodes0]), blocks=blocks)
-            out.append(encoder(inp).numpy())
-            work.append(len(nodes0) + sum(b.num_dst for b in blocks))
-    return np.concatenate(out), work
-
-
-def cosine_spread(emb: np.ndarray, rng: np.random.Generator, pairs: int = 20000) -> dict:
-    a, b = rng.integers(0, len(emb), pairs), rng.integers(0, len(emb), pairs)
-    x, y = emb[a], emb[b]
-    cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1) + 1e-30)
-    q = np.quantile(cos, [0.05, 0.5, 0.95])
-    return {"mean": float(cos.mean()), "std": float(cos.std()), "p05": float(q[0]),
-            "p50": float(q[1]), "p95": float(q[2])}
-
-
-def degenerate(spread: dict) -> bool:
-    """All vectors in a narrow cone: random pairs nearly as close as neighbours would be."""
-    return spread["mean"] > 0.8 or spread["std"] < 0.05
-
-
-def substitute_embeddings(features: np.ndarray | None, nb_ids: np.ndarray,
-                          nb_weights: np.ndarray, seed: int = 7) -> tuple[np.ndarray, str]:
-    """Trained-like stand-in: features through a random matrix (or graph-smoothed random
-    vectors without features), L2-normalised."""
-    rng = np.random.default_rng(seed)
-    if features is not None:
-        f = np.asarray(features, np.float32)
-        x = f @ rng.standard_normal((f.shape[1], EMB_DIM)).astype(np.float32)
-        how = "item features x a random (F, 64) matrix, L2-normalised"
-    else:
-        g = rng.standard_normal((len(nb_ids), EMB_DIM)).astype(np.float32)
-        x = g.copy()
-        for s in range(0, len(g), 65536):
-            ids, w = nb_ids[s:s + 65536], nb_weights[s:s + 65536]
-            x[s:s + 65536] += np.einsum("bt,btd->bd", np.where(ids >= 0, w, 0).astype(np.float32),
-                                        g[np.maximum(ids, 0)])
-        how = ("random Gaussian vectors plus the importance-weighted mean of their "
-               "neighbours', L2-normalised")
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
-    return x.astype(np.float32), how
-
-
-def recall_at_k(found: np.ndarray, found_s: np.ndarray, truth: np.ndarray,
-                truth_s: np.ndarray) -> float:
-    """Fraction of returned items in the exact top-k (ties of the k-th score count as hits,
-    as in ``HNSWIndex`` tuning)."""
-    kth = truth_s[:, -1:]
-    hit = (found[:, :, None] == truth[:, None, :]).any(-1)
-    hit |= found_s >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
-    return float(hit.mean())
-
-
-def write_run_dir(run_dir: Path, encoder: Any, graph: Path, nb: Any, num_walks: int,
-                  seed: int, top_t: int = TOP_T) -> None:
-    """A run directory as ``train`` leaves it (model/), plus the neighbourhood table that
-    ``embed`` would compute, so that the Ray path is timed without the walks."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-
-    from pinsage_ray import GraphStore
-    from pinsage_ray.inference.model_io import run_path, save_neighbors
-    from pinsage_ray.training.config import NeighborConfig, TrainConfig
-
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    model_dir = run_dir / "model"
-    model_dir.mkdir(parents=True)
-    torch.save(encoder.state_dict(), model_dir / "model.pt")
-    nc = NeighborConfig(num_walks=num_walks, **{**NEIGHBORS, "top_t": top_t})
-    tc = TrainConfig.preset("paper", hidden_dim=HIDDEN, embedding_dim=EMB_DIM,
-                            num_layers=NUM_LAYERS, neighbors=nc)
-    (model_dir / "model.json").write_text(json.dumps(
-        {"model_config": encoder.config.to_dict(), "train_config": tc.to_dict(),
-         "graph_dir": str(graph), "epoch": 0, "note": "untrained, written by bench_inference"},
-        indent=2, default=list))
-    pq.write_table(pa.table({"id": GraphStore(graph).item_ids}), model_dir / "item_ids.parquet")
-    info = {"seed": seed, "graph_dir": str(graph), **tc.to_dict()["neighbors"]}
-    save_neighbors(run_path(run_dir, "inference", "neighbors"), nb.ids, nb.weights, info)
 
 
 # --------------------------------------------------------------------------- one graph
@@ -463,150 +321,8 @@ def bench_ray(label: str, suffix: str, graph: Path, encoder: Any, nb: Any, emb: 
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- report
-def _graph_line(label: str, ex: dict) -> str:
-    feat = (f"{ex['feature_dim']} feature columns" if ex["feature_dim"]
-            else "no features (id embeddings)")
-    nbx = ex["neighbors"]
-    return (f"- **{label}**: {ex['num_items']:,} items, {ex['num_edges']:,} edges, {feat}. "
-            f"Neighbourhoods of all items ({nbx['setting']['num_walks']} walks, length 2, "
-            f"restart 0.5, T = {TOP_T}; {nbx['mean_filled_slots']:.1f} slots filled on "
-            f"average): {nbx['seconds']:.1f} s, {fmt_value(nbx['seeds_per_s'])} seeds/s, "
-            "timed once, shared by both methods and not in their items/s.")
-
-
-def _detail_rows(extra: dict) -> list[list[str]]:
-    rows = []
-    for label in ("synthetic", "gowalla"):
-        ex = extra.get(label)
-        if not ex:
-            continue
-        lw = ex["layerwise"]
-        rows.append([label, "layer-wise (`embed_all`)", fmt_value(lw["items_per_s"]),
-                     f"{lw['node_computations_per_item']}", "-", "-"])
-        for b in (64, 1):
-            r = ex[f"recursive_b{b}"]
-            rows.append([label, f"recursive, batch {b} ({r['items']} items)",
-                         fmt_value(r["items_per_s"]), f"{r['node_computations_per_item']:.0f}",
-                         f"{lw['items_per_s'] / r['items_per_s']:.0f}x",
-                         f"{r['max_abs_diff_vs_layerwise']:.1e}"])
-        if "ray" in ex:
-            r = ex["ray"]
-            rows.append([label, f"layer-wise on Ray Data ({r['actors']} actor)",
-                         fmt_value(r["items_per_s"]), f"{NUM_LAYERS + 1}", "-",
-                         f"{r['max_abs_diff_vs_layerwise']:.1e}"])
-    return rows
-
-
-def _index_rows(extra: dict) -> list[list[str]]:
-    rows = []
-    for label in ("synthetic", "gowalla"):
-        ex = extra.get(label)
-        if not ex:
-            continue
-        ix = ex["index"]
-        rows.append([label, f"{ix['indexed']:,}", f"{ix['build_wall_seconds']:.1f}",
-                     ix.get("search", "hnsw"), str(ix["ef"]),
-                     f"{ix.get('recall_at_10_manifest_hnsw', ix['recall_at_10_manifest']):.4f}",
-                     f"{ix['recall_at_10_heldout_1000']:.4f}", fmt_value(ix["hnsw_qps"]),
-                     fmt_value(ix["exact_qps"]), f"{ix['hnsw_qps'] / ix['exact_qps']:.1f}x",
-                     _sweep_text(ix)])
-    return rows
-
-
-def _sweep_text(ix: dict) -> str:
-    return "; ".join(f"{ef} -> {v['recall_at_10']:.3f} / {v['qps_vs_exact']:.0f}x"
-                     for ef, v in ix["heldout_ef_sweep"].items())
-
-
-def markdown(metrics: list, machine: dict, extra: dict) -> str:
-    a = extra["args"]
-    mem = extra["memory"]
-    lines = [
-        "## Inference (`bench_inference.py`)",
-        "",
-        f"Run {machine['started_utc'][:10]} on {machine['cpu_model']}, "
-        f"{machine['cpus_usable']} cores, {machine['memory_total_gib']} GiB; Python "
-        f"{machine['python']}, torch {machine['torch']}, Ray {machine['ray']}; commit "
-        f"`{machine['git_commit']}`. Command: `{extra['command']}` "
-        f"({extra['total_seconds']:.0f} s in all).",
-        "",
-        *[_graph_line(lbl, extra[lbl]) for lbl in ("synthetic", "gowalla") if lbl in extra],
-        "",
-        f"Model: an untrained `PinSageEncoder` (K = {NUM_LAYERS}, hidden = embedding = "
-        f"{HIDDEN}, importance pooling); weights do not change the cost of inference. "
-        "Layer-wise = `embed_all`, every layer computed once for all items (torch on one "
-        "thread). Recursive baseline = what per-request serving does: for each request, "
-        "`expand_blocks` builds its K-hop graph from the same neighbourhood table and "
-        "`encoder(EncoderInput(...))` runs, recomputing every neighbour shared with other "
-        "requests; its outputs match layer-wise (max |diff| column). The headline "
-        "`layerwise_vs_recursive_ratio` uses batches of 64 (the stronger baseline); `_b1` is "
-        "one item per request. Times are medians of "
-        f"{a['repeats']} runs after a warm-up (on graphs above 200k items layer-wise has no "
-        "warm-up, and the exact search runs once).",
-        "",
-        metrics_table(metrics, TARGETS),
-        "",
-        "Where the ratio comes from (node computations = layer-0 + layer-1 + layer-2 vectors "
-        "computed per output item):",
-        "",
-        markdown_table(["graph", "method", "items/s", "node computations / item",
-                        "layer-wise speed-up", "max abs diff vs layer-wise"],
-                       _detail_rows(extra)),
-        "",
-        f"Index: `HNSWIndex.build` with `HNSWConfig()` defaults (cosine, M = 16, "
-        f"ef_construction = 200, ef tuned for held-out recall@10 >= 0.95, `search='auto'`, "
-        f"one thread) on all items but {a['queries']:,} held out at random (fewer on small "
-        "graphs: 10% of items); built once. The build tunes ef on a sample it holds out of "
-        "the graph until tuned (its manifest recall, HNSW's at the chosen ef) and then "
-        "chooses HNSW or exact search, whichever is faster (exact also when HNSW misses the "
-        "target). Recall@10 is re-measured on 1,000 of the bench's held-out items against "
-        "`exact_topk`; QPS: the index's `query(k=10)` (in the chosen search; recall 1 and "
-        "ratio ~1 for exact) on all held-out queries vs `exact_topk` (chunked torch matmul) on "
-        f"the first {a['exact_queries']:,} of them (QPS is per query, the cost of each is the "
-        "same), both on one thread. The last column sweeps HNSW's ef on the held-out queries "
-        "(`*_heldout_ef` metrics: the smallest ladder ef reaching 0.95).",
-        "",
-        markdown_table(["graph", "indexed", "build s", "search", "ef", "HNSW recall@10 (manifest)",
-                        "recall@10 (held-out)", "HNSW QPS", "exact QPS", "ratio",
-                        "held-out sweep: ef -> recall@10 / QPS ratio"],
-                       _index_rows(extra)),
-        "",
-    ]
-    for label in ("synthetic", "gowalla"):
-        ex = extra.get(label)
-        if ex:
-            s = ex["embedding_cosine_spread"]
-            lines.append(f"- {label}: cosine of random pairs of the untrained embeddings: "
-                         f"mean {s['mean']:.3f}, std {s['std']:.3f} (p05 {s['p05']:.3f}, "
-                         f"p95 {s['p95']:.3f}); indexed vectors: {ex['index_vectors']}.")
-    if "ray" in extra.get("gowalla", {}) or "ray" in extra.get("synthetic", {}):
-        r = (extra.get("gowalla") or extra["synthetic"])["ray"]
-        lines.append(
-            f"- Ray Data path: `embed(run_dir, mode='ray')` from a run directory written by "
-            f"the script (model.pt of the same untrained encoder, and the neighbourhood table "
-            f"saved where `embed` looks for it, so no walks are timed); {r['actors']} actor, "
-            f"batch {r['batch_size']}; includes loading the model in every pass, writing "
-            f"each layer's vectors to disk and gathering them back by id, and the Parquet "
-            f"output; Ray itself was started beforehand ({r['ray_start_seconds']:.1f} s, "
-            "not counted).")
-    lines += [
-        "",
-        f"Machine load: {load_note(machine)} Layer-wise used "
-        f"{extra['synthetic']['layerwise']['cpu_over_wall']:.2f} CPU-seconds per "
-        "wall-second on the synthetic graph (1.00 = a core to itself).",
-        "",
-        f"Peak memory: benchmark process {mem['driver_peak_rss_bytes'] / 2**30:.2f} GiB; "
-        f"summed RSS with its child processes {mem['tree_peak_rss_bytes'] / 2**30:.2f} GiB.",
-    ]
-    for note in extra.get("notes") or []:
-        lines += ["", note]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    default_data = os.environ.get("PINSAGE_DATA_DIR") or str(REPO.parent / "shared" / "data")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--items", type=int, default=1_000_000)
@@ -629,8 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ray-batch-size", type=int, default=8192)
     p.add_argument("--ray-repeats", type=int, default=2)
     p.add_argument("--object-store-gb", type=float, default=1.0)
-    p.add_argument("--data-dir", default=default_data, help="folder holding gowalla/")
-    p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
+    add_graph_args(p, data_help="folder holding gowalla/")
     p.add_argument("--no-gowalla", action="store_true")
     p.add_argument("--note", default=None, help="a sentence for RESULTS.md")
     p.add_argument("--quick", action="store_true",
@@ -653,21 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
     machine = guard_machine(machine_info(), args, committed=not args.quick)
-    tree = TreeMemory()
+    tree = TreeMemory(interval=1.0)
     cache = Path(args.cache_dir)
     t_start = time.perf_counter()
 
-    syn_folder = cache / (f"synthetic_i{args.items}_g{args.groups}_e{args.edges_target}"
-                          f"_s{args.seed}_f{args.feature_dim}")
-    syn_graph, syn_info = ensure_graph("synthetic", syn_folder, _build_synthetic_features,
-                                       args.items, args.groups, args.edges_target,
-                                       args.feature_dim, args.seed)
-    gowalla_src = Path(args.data_dir) / "gowalla"
-    gow_graph = None
-    if not args.quick and not args.no_gowalla and (gowalla_src / "train.txt").is_file():
-        gow_graph, _ = ensure_graph("gowalla", cache / "gowalla", _build_gowalla,
-                                    str(gowalla_src))
-    else:
+    syn_graph, syn_info = synthetic_graph(
+        cache / (f"synthetic_i{args.items}_g{args.groups}_e{args.edges_target}_s{args.seed}"
+                 f"_f{args.feature_dim}"),
+        items=args.items, groups=args.groups, feature_dim=args.feature_dim, seed=args.seed,
+        mean_group_size=mean_group_size_for(args.edges_target, args.groups, args.items))
+    gow = None if args.quick or args.no_gowalla else gowalla_graph(cache, args.data_dir)
+    gow_graph = None if gow is None else gow[0]
+    if gow is None:
         log.info("Gowalla skipped (--quick, --no-gowalla or not under %s)", args.data_dir)
 
     metrics: list[dict] = []

@@ -38,157 +38,26 @@ import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import multiprocessing  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import (publish, REPO, RESULTS_DIR, add_guard_args, finish_machine,  # noqa: E402
-                     fmt_value, guard_machine, load_note, machine_info, median_of, metric,
-                     metrics_table, peak_rss_bytes, update_results_md, write_results,
-                     setup_logging)
+from _common import (publish, RESULTS_DIR, add_guard_args, finish_machine,  # noqa: E402
+                     guard_machine, machine_info, median_of, metric, peak_rss_bytes,
+                     update_results_md, write_results, setup_logging)
+from _graphs import (add_graph_args, gowalla_graph, mean_group_size_for,  # noqa: E402
+                     synthetic_graph)
+from _memory import TreeMemory, vm_hwm  # noqa: E402
+from walks_report import graph_lines, markdown  # noqa: E402
 
 NAME = "walks"
 log = logging.getLogger("bench_walks")
 
 PAPER = dict(num_walks=100, walk_length=2, restart_prob=0.5, top_t=50)
 LIGHT = dict(num_walks=10, walk_length=2, restart_prob=0.5, top_t=10)
-
-TARGETS = {  # metric -> (threshold, text); from the benchmark's issue
-    "walk_hops_per_s_inprocess": (10e6, ">= 10M (one core, 20M-edge graph)"),
-    "sharded_2_vs_inprocess_ratio": (0.5, ">= 0.5 (batches >= 200k walkers)"),
-    "importance_neighbors_seeds_per_s_paper_gowalla": (30e3, ">= 30k"),
-}
-
-
-# --------------------------------------------------------------------------- graphs
-def _build_synthetic(items: int, groups: int, edges: int, seed: int, out: str) -> None:
-    """Generate + prepare the synthetic graph (runs in a child process: its memory is freed)."""
-    from pinsage_ray import prepare
-    from pinsage_ray.data import SyntheticConfig, read_synthetic, write_synthetic
-
-    out_dir = Path(out)
-    cfg = SyntheticConfig(num_items=items, num_groups=groups,
-                          mean_group_size=min(max(edges / groups, 1.0), float(items)),
-                          feature_dim=0, seed=seed)
-    t0 = time.perf_counter()
-    raw = out_dir / "raw"
-    write_synthetic(cfg, raw, overwrite=True)
-    t1 = time.perf_counter()
-    store = prepare(read_synthetic(raw), out_dir / "graph", overwrite=True)
-    t2 = time.perf_counter()
-    shutil.rmtree(raw)  # only needed to build the graph; regenerated if the graph goes
-    _write_build_info(out_dir, {"generate_s": t1 - t0, "prepare_s": t2 - t1,
-                                "num_edges": store.num_edges, "config": vars(cfg)})
-
-
-def _build_gowalla(source: str, out: str) -> None:
-    from pinsage_ray import prepare
-    from pinsage_ray.data import read_lightgcn
-
-    t0 = time.perf_counter()
-    train, _ = read_lightgcn(source)
-    store = prepare(train, Path(out) / "graph", overwrite=True)
-    _write_build_info(Path(out), {"prepare_s": time.perf_counter() - t0,
-                                  "num_edges": store.num_edges, "source": source})
-
-
-def _write_build_info(out_dir: Path, info: dict) -> None:
-    info["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    (out_dir / "build.json").write_text(json.dumps(info, indent=2, default=str))
-
-
-def _graph_ok(graph: Path) -> bool:
-    from pinsage_ray.graph import GraphFormatError, GraphStore
-
-    if not (graph / "manifest.json").is_file():
-        return False
-    try:
-        GraphStore(graph)
-        return True
-    except GraphFormatError as err:
-        log.warning("cached graph %s unusable (%s); rebuilding", graph, err)
-        return False
-
-
-def _in_child(target: Any, *args: Any) -> None:
-    """Run ``target(*args)`` in a fresh process (peak memory of building stays out of ours)."""
-    proc = multiprocessing.get_context("spawn").Process(target=target, args=args)
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"{target.__name__}{args} failed with exit code {proc.exitcode}")
-
-
-def ensure_graph(kind: str, folder: Path, builder: Any, *args: Any) -> tuple[Path, dict]:
-    graph = folder / "graph"
-    if _graph_ok(graph):
-        log.info("%s graph: cached at %s", kind, graph)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        log.info("%s graph: building into %s", kind, graph)
-        t0 = time.perf_counter()
-        _in_child(builder, *args, str(folder))
-        log.info("%s graph: built in %.1f s", kind, time.perf_counter() - t0)
-    info_path = folder / "build.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    return graph, info
-
-
-# --------------------------------------------------------------------------- memory
-class TreeMemory:
-    """Samples the summed RSS of this process and its descendants (Ray's included) every
-    ``interval`` s in a daemon thread; keeps the peak. Shared pages (the object store, numpy
-    arrays Ray maps zero-copy) count once per process that touches them, so this overstates."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def sample(self) -> int:
-        me = self._psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
-                pass
-        self.peak = max(self.peak, total)
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
-def _vm_hwm(pid: int) -> int | None:
-    """Peak resident memory (VmHWM) of a live process, bytes."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
 
 # --------------------------------------------------------------------------- measurements
 def time_walks(service: Any, seeds: np.ndarray, walk_length: int, repeats: int) -> dict:
@@ -303,7 +172,7 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace,
                     imp_metrics.append(metric(
                         f"importance_neighbors_seeds_per_s_{name}_sharded_2{suffix}",
                         r["seeds_per_s"], "seeds/s"))
-            ex[f"sharded_{s}_actor_peak_rss_bytes"] = [_vm_hwm(i["pid"]) for i in svc.shard_info]
+            ex[f"sharded_{s}_actor_peak_rss_bytes"] = [vm_hwm(i["pid"]) for i in svc.shard_info]
         finally:
             svc.shutdown()
             del svc
@@ -313,65 +182,7 @@ def bench_graph(label: str, suffix: str, graph: Path, args: argparse.Namespace,
     del ref_paths
 
 
-# --------------------------------------------------------------------------- report
-def _graph_line(label: str, info: dict, graph: Path) -> str:
-    from pinsage_ray.graph import GraphStore
-
-    st = GraphStore(graph)
-    m = st.manifest
-    deg_i, deg_g = m["stats"]["item_degree"], m["stats"]["group_degree"]
-    built = ""
-    if info.get("generate_s") is not None:
-        built = f" Generated in {info['generate_s']:.0f} s, prepared in {info['prepare_s']:.0f} s"
-        built += f" (peak {info['peak_rss_bytes'] / 2**30:.1f} GiB)."
-    return (f"- **{label}**: {st.num_items:,} items, {st.num_groups:,} groups, "
-            f"{st.num_edges:,} edges ({'weighted' if st.weighted else 'unweighted'}; item degree "
-            f"mean {deg_i['mean']:.1f} / max {deg_i['max']:,}, group degree mean "
-            f"{deg_g['mean']:.1f} / max {deg_g['max']:,}).{built}")
-
-
-def markdown(metrics: list, machine: dict, extra: dict) -> str:
-    """The RESULTS.md section, from what the JSON holds (so it can be re-rendered)."""
-    a = extra["args"]
-    cpu_ratio = extra["synthetic"]["inprocess_walks"]["cpu_over_wall"]
-    mem = extra["memory"]
-    lines = [
-        "## Random walks (`bench_walks.py`)",
-        "",
-        f"Run {machine['started_utc'][:10]} on {machine['cpu_model']}, "
-        f"{machine['cpus_usable']} cores, {machine['memory_total_gib']} GiB; Python "
-        f"{machine['python']}, numpy {machine['numpy']}, Ray {machine['ray']}; commit "
-        f"`{machine['git_commit']}`. Command: `{extra.get('command') or _command(a)}` "
-        f"({extra['total_seconds']:.0f} s in all).",
-        "",
-        *extra["graph_lines"],
-        "",
-        f"A hop is one edge traversal (a walk step item -> group -> item is 2 hops). Walks: "
-        f"{a['walkers']:,} walkers from random seed items, length {a['walk_length']}, one walk "
-        f"each. Importance neighbours: paper-like = 100 walks/seed, length 2, restart 0.5, "
-        f"T = 50 on {a['paper_seeds']:,} seeds; light = 10 walks, length 2, restart 0.5, "
-        f"T = 10 on {a['light_seeds']:,} seeds. Each number is the median of {a['repeats']} "
-        f"timed runs after a warm-up. In-process = `LocalWalker`, numpy on one thread; sharded "
-        f"= `ShardedGraph` actors on a local Ray with `num_cpus=2` (all shards share the "
-        f"machine's cores); ratios are to the in-process number of the same run; sharded "
-        f"results were checked identical to in-process. Metrics without a suffix are on the "
-        f"synthetic graph.",
-        "",
-        metrics_table(metrics, TARGETS),
-        "",
-        f"Machine load: {load_note(machine)} The in-process walker used "
-        f"{cpu_ratio:.2f} CPU-seconds per wall-second (1.00 = it had a core to itself).",
-        "",
-        f"Peak memory: benchmark process {mem['driver_peak_rss_bytes'] / 2**30:.2f} GiB; "
-        f"summed RSS of it and its Ray processes {mem['tree_peak_rss_bytes'] / 2**30:.2f} GiB "
-        f"(shared pages counted per process).",
-    ]
-    notes = list(extra.get("notes") or []) + ([extra["note"]] if extra.get("note") else [])
-    for note in notes:
-        lines += ["", note]
-    return "\n".join(lines)
-
-
+# --------------------------------------------------------------------------- re-render
 def _command(a: dict) -> str:
     """The command line, from the stored arguments (non-default ones only)."""
     defaults = vars(parse_args([]))
@@ -387,26 +198,6 @@ def _command(a: dict) -> str:
     return " ".join(parts)
 
 
-def _graph_lines(extra: dict) -> list[str]:
-    lines = [_graph_line("synthetic", extra["memory"].get("synthetic_build") or {},
-                         Path(extra["synthetic"]["graph_dir"]))]
-    if "gowalla" in extra:
-        lines.append(_graph_line("Gowalla (train split)", extra["memory"].get("gowalla_build")
-                                 or {}, Path(extra["gowalla"]["graph_dir"])))
-    target = extra["args"]["edges_target"]
-    edges = extra["synthetic"].get("num_edges")
-    if edges is None:
-        from pinsage_ray.graph import GraphStore
-
-        edges = GraphStore(extra["synthetic"]["graph_dir"]).num_edges
-    if edges and edges < 0.95 * target:
-        lines.append(f"- The synthetic graph has {fmt_value(edges)} edges for an "
-                     f"`--edges-target` of {fmt_value(target)} (`mean_group_size` = edges / "
-                     "groups; repeated draws of popular items within a group merge into one "
-                     "edge).")
-    return lines
-
-
 def render_only(args: argparse.Namespace) -> int:
     """Re-render the RESULTS.md section from the last results JSON (no measuring)."""
     results_dir = Path(args.cache_dir) / "quick" if args.quick else None
@@ -418,8 +209,9 @@ def render_only(args: argparse.Namespace) -> int:
     extra = doc.get("extra", {})
     if args.note is not None:
         extra["note"] = args.note
-    extra.setdefault("graph_lines", _graph_lines(extra))
-    md = markdown(doc["metrics"], doc["machine"], extra)
+    extra.setdefault("graph_lines", graph_lines(extra))
+    md = markdown(doc["metrics"], doc["machine"], extra,
+                  extra.get("command") or _command(extra["args"]))
     write_results(NAME, doc["metrics"], doc["machine"], extra, results_dir=results_dir)
     md_path = update_results_md(NAME, md, path=(results_dir / "RESULTS.md") if results_dir
                                 else None)
@@ -430,7 +222,6 @@ def render_only(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    default_data = os.environ.get("PINSAGE_DATA_DIR") or str(REPO.parent / "shared" / "data")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--items", type=int, default=1_000_000)
@@ -444,9 +235,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--paper-seeds", type=int, default=20_000)
     p.add_argument("--light-seeds", type=int, default=100_000)
-    p.add_argument("--data-dir", default=default_data, help="folder holding gowalla/")
-    p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"),
-                   help="generated graphs are kept here between runs")
+    add_graph_args(p, data_help="folder holding gowalla/",
+                   cache_help="generated graphs are kept here between runs")
     p.add_argument("--object-store-gb", type=float, default=2.0)
     p.add_argument("--no-gowalla", action="store_true")
     p.add_argument("--note", default=None,
@@ -474,19 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         return render_only(args)
     machine = guard_machine(machine_info(), args, committed=not args.quick)
-    tree = TreeMemory()
+    tree = TreeMemory(interval=1.0)
     cache = Path(args.cache_dir)
     t_start = time.perf_counter()
 
-    syn_folder = cache / (f"synthetic_i{args.items}_g{args.groups}_e{args.edges_target}"
-                          f"_s{args.seed}")
-    syn_graph, syn_info = ensure_graph("synthetic", syn_folder, _build_synthetic, args.items,
-                                       args.groups, args.edges_target, args.seed)
-    gowalla_src = Path(args.data_dir) / "gowalla"
+    syn_graph, syn_info = synthetic_graph(
+        cache / f"synthetic_i{args.items}_g{args.groups}_e{args.edges_target}_s{args.seed}",
+        items=args.items, groups=args.groups, feature_dim=0, seed=args.seed,
+        mean_group_size=mean_group_size_for(args.edges_target, args.groups, args.items))
+    gow = None if args.no_gowalla else gowalla_graph(cache, args.data_dir)
     gow_graph = None
-    if not args.no_gowalla and (gowalla_src / "train.txt").is_file():
-        gow_graph, gow_info = ensure_graph("gowalla", cache / "gowalla", _build_gowalla,
-                                           str(gowalla_src))
+    if gow is not None:
+        gow_graph, gow_info = gow
     else:
         log.info("Gowalla not found under %s (or --no-gowalla): its metrics are omitted",
                  args.data_dir)
@@ -525,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"(--edges-target {args.edges_target:,}); the in-process target "
                               "is stated for 20M edges.")
     finish_machine(machine)
-    extra["graph_lines"] = _graph_lines(extra)
-    md = markdown(metrics, machine, extra)
+    extra["graph_lines"] = graph_lines(extra)
+    md = markdown(metrics, machine, extra, extra["command"])
     publish(NAME, metrics, machine, extra, md, cache / "quick" if args.quick else None)
     return 0
 

@@ -141,7 +141,7 @@ def measure_walks(graph: Path, args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- training
 def measure_train_step(graph: Path, args: argparse.Namespace) -> dict:
-    from bench_train import step_breakdown
+    from train_steps import step_breakdown
 
     ns = argparse.Namespace(epochs=3, batch_size=256, batches=args.train_steps + 1)
     r = step_breakdown(graph, ns, args.train_steps)
@@ -156,10 +156,10 @@ def _batch_mode_build_ms(graph: Path, args: argparse.Namespace) -> float:
     """Median ms to build one batch when neighbourhoods are walked per batch
     (``NeighborSource(mode='batch')``) instead of from a per-epoch table of every item: the
     mode for graphs whose table would not fit a worker."""
-    from bench_train import train_config
     from pinsage_ray import GraphStore, LocalWalker
     from pinsage_ray.training import BatchProducer, pairs_for
     from pinsage_ray.training.batches import NeighborSource
+    from train_steps import train_config
 
     cfg = train_config(argparse.Namespace(epochs=3, batch_size=256,
                                           batches=args.train_steps + 1), 1, 0)
@@ -181,7 +181,7 @@ def measure_embed(graph: Path, args: argparse.Namespace, edges: int,
     """
     import torch
 
-    from bench_inference import cosine_spread, degenerate, make_encoder, substitute_embeddings
+    from inference_parts import cosine_spread, degenerate, make_encoder, substitute_embeddings
     from pinsage_ray import GraphStore, LocalWalker
     from pinsage_ray.inference.layerwise import embed_all
     from pinsage_ray.inference.pipeline import DEFAULT_SEED
@@ -227,7 +227,7 @@ def _ray_embed(graph: Path, encoder: Any, nb: Any, emb: np.ndarray, args: argpar
                folder: Path, setting: dict) -> dict:
     import ray
 
-    from bench_inference import write_run_dir
+    from inference_parts import write_run_dir
     from pinsage_ray import init_ray
     from pinsage_ray.inference.pipeline import DEFAULT_SEED, embed, load_embeddings
 
@@ -256,7 +256,7 @@ def measure_index(emb: np.ndarray, args: argparse.Namespace) -> dict:
     """HNSW on every core over all items but ``args.queries`` held-out ones."""
     import torch
 
-    from bench_inference import recall_at_k
+    from inference_parts import recall_at_k
     from pinsage_ray.index import HNSWConfig, HNSWIndex, exact_topk
 
     n = len(emb)
