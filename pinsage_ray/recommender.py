@@ -82,6 +82,9 @@ class Recommender:
 
         from pinsage_ray import _io
 
+        from pinsage_ray.update.versions import current_root
+
+        run_dir = current_root(run_dir)  # after `pinsage-ray update`: its current version
         path = run_path(run_dir, "index")
         fs, inner = _io.resolve(path)
         if not _io.exists(fs, inner):
@@ -93,7 +96,8 @@ class Recommender:
             raise IndexIntegrityError(f"{err}; {fix}") from None
         ids, emb = load_embeddings(run_dir)
         ids = ids.to_numpy(zero_copy_only=False)
-        if len(index) != len(ids) or index.ids.tolist() != ids.tolist():
+        live = np.delete(index.ids, index.deleted)  # an update's removed items: deleted
+        if len(live) != len(ids) or live.tolist() != ids.tolist():
             raise IndexIntegrityError(f"{path}: built from other embeddings ({len(index)} items, "
                                       f"embeddings have {len(ids)}); {fix}")
         return cls(run_path(run_dir), index, ids, emb)

@@ -110,7 +110,11 @@ class HNSWIndex:
         labels = np.arange(start, len(self), dtype=np.int64)
         if not len(labels):
             return np.empty((0, self.dim), dtype=np.float32)
-        return np.ascontiguousarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        live = ~np.isin(labels, self._manifest.get("deleted", []))  # hnswlib hides deleted rows
+        out = np.zeros((len(labels), self.dim), dtype=np.float32)
+        if live.any():
+            out[live] = self._index.get_items(labels[live], return_type="numpy")
+        return out
 
     @property
     def recall_at_k(self) -> float | None:
@@ -294,10 +298,13 @@ class HNSWIndex:
         ex = None
         if exclude is not None:
             ex = self._exclude_positions([exclude] if single else exclude, exclude_by, len(q))
+        if self._manifest.get("deleted") and self._vectors is not None:  # hnswlib skips them
+            ex = [np.union1d(e, self.deleted) for e in (ex or [np.zeros(0, np.int64)] * len(q))]
         n_ex = [len(e) for e in ex] if ex else [0]
         if k > len(self) - max(n_ex):
             raise ValueError(f"k={k} exceeds the {len(self)} indexed items minus {max(n_ex)} excluded")
-        fetch = min(len(self), k + max(n_ex))
+        fetch = min(len(self) - (0 if self._vectors is not None else len(self.deleted)),
+                    k + max(n_ex))
         if self._vectors is not None:
             labels, scores = exact_topk(q, self._vectors, fetch, self.space)
         else:
@@ -341,6 +348,40 @@ class HNSWIndex:
         self._pos.update((v, n + i) for i, v in enumerate(new.tolist()))
         self._manifest["count"] = len(self._ids)
         logger.info("HNSW add_items: %d new items, %d total", len(x), len(self))
+
+    def replace_items(self, vectors: np.ndarray, ids: Any) -> None:
+        """Give items already in the index new vectors (an incremental update's changed rows).
+
+        hnswlib re-links an existing label in place, so positions and ids stay. Raises
+        ``KeyError`` for an id not in the index.
+        """
+        x = as_matrix(vectors, "vectors", self.dim)
+        pos = np.asarray([self.position_of(v) for v in normalize_ids(ids, len(x)).tolist()],
+                         dtype=np.int64)
+        if len(pos):
+            self._index.add_items(x, pos, self._num_threads)
+            if self._vectors is not None:
+                self._vectors[pos] = self._index.get_items(pos, return_type="numpy")
+        logger.info("HNSW replace_items: %d vectors replaced", len(pos))
+
+    def mark_deleted(self, ids: Any) -> None:
+        """Never return these items again (hnswlib's delete mark; they keep their position).
+
+        Deleted positions are saved in the manifest and excluded from exact search too.
+        """
+        pos = [self.position_of(v) for v in np.asarray(ids).tolist()]
+        deleted = set(self._manifest.get("deleted", []))
+        for p in pos:
+            if p not in deleted:
+                self._index.mark_deleted(int(p))
+                deleted.add(int(p))
+        self._manifest["deleted"] = sorted(deleted)
+        logger.info("HNSW mark_deleted: %d items, %d deleted in all", len(pos), len(deleted))
+
+    @property
+    def deleted(self) -> np.ndarray:
+        """Positions marked deleted (int64, sorted)."""
+        return np.asarray(self._manifest.get("deleted", []), dtype=np.int64)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

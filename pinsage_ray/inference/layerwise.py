@@ -100,8 +100,8 @@ def output_layer_rows(encoder: PinSageEncoder, h: np.ndarray,
 def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.ndarray,
               nb_ids: np.ndarray, nb_weights: np.ndarray, *, batch_size: int = 65536,
               show_progress: bool = False,
-              layer_sink: Callable[[int, np.ndarray, np.ndarray], None] | None = None
-              ) -> np.ndarray:
+              layer_sink: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+              node_ids: np.ndarray | None = None) -> np.ndarray:
     """Embeddings of all items, each layer computed once for every item.
 
     Args:
@@ -112,6 +112,9 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
         nb_ids, nb_weights: (N, T) importance neighbourhoods of every item.
         layer_sink: called as ``sink(k, h_k, t_k)`` for k < K with every item's layer-k
             vectors and their neighbour transform (kept for cold-start items).
+        node_ids: (N,) ids given to the model, -1 = no trained id; default
+            :func:`inference_ids` of ``arange(N)`` and ``degree`` (an updated graph's items
+            beyond the model's id table need -1: :func:`pinsage_ray.update.layers.node_ids`).
 
     Returns:
         float32 (N, embedding_dim).
@@ -121,7 +124,8 @@ def embed_all(encoder: PinSageEncoder, features: np.ndarray | None, degree: np.n
     encoder.eval()
     n = len(degree)
     log_deg = np.log1p(np.asarray(degree, dtype=np.float32))
-    node_ids = inference_ids(np.arange(n), degree)  # -1: degree 0, no trained id
+    if node_ids is None:
+        node_ids = inference_ids(np.arange(n), degree)  # -1: degree 0, no trained id
     starts = range(0, n, batch_size)
     bar = tqdm(total=n * (encoder.num_layers + 2), desc="layer-wise embed", unit="row",
                disable=not show_progress)

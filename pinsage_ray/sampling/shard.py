@@ -133,10 +133,12 @@ class _Rows:
 
     _SCALE = float(1 << 24)
 
-    def __init__(self, csr: CSRSlice, side: str, weighted: bool) -> None:
+    def __init__(self, csr: CSRSlice, side: str, weighted: bool,
+                 empty_groups: bool = False) -> None:
         deg = np.diff(csr.indptr)
-        # Items may have no edges (feature-only items); a group always has one.
-        if side != "item" and csr.num_rows and deg.min() == 0:
+        # Items may have no edges (feature-only items); a group always has one, unless an
+        # update removed all its items (``empty_groups``: no item links to it any more).
+        if side != "item" and csr.num_rows and deg.min() == 0 and not empty_groups:
             raise GraphFormatError(f"{side} {csr.lo + int(np.argmin(deg))} has no edges; "
                                    "graph directories from prepare() never do: re-run prepare")
         self.lo = csr.lo
@@ -222,7 +224,7 @@ class GraphShard:
         weighted = store.weighted
         self.items = _Rows(store.rows("item", *book.range("item", shard_id)), "item", weighted)
         self.groups = _Rows(store.rows("group", *book.range("group", shard_id)), "group",
-                            weighted)
+                            weighted, empty_groups=store.has("item_removed.npy"))
         logger.debug("shard %d/%d loaded items %s groups %s", shard_id, book.num_shards,
                      book.range("item", shard_id), book.range("group", shard_id))
 

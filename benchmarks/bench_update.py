@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Incremental update vs recomputing everything (``pinsage-ray update``, docs/update.md).
+
+On the synthetic graph (``--items``/``--edges``, default 1M / 20M, 32-d features), for each
+``--fractions`` f (default 0.1%, 1%, 10%): a day of new rows is split off the generated
+interactions (a fraction f of the rows, with every row of f/10 of the items and f/10 of the
+groups, so the day holds new items and new groups as well as new edges between existing
+ones). The base is prepared, embedded (``mode="local"``) and indexed once per fraction; then:
+
+* **update**: ``update_run(run, day, item_features=...)``, seconds, walks rerun, rows
+  recomputed per layer;
+* **full**: ``prepare`` on the merged input + ``embed`` + ``build_index`` in a fresh run with a
+  model of the same shape (weights do not change the cost), seconds;
+* **oracle**: the update's embeddings against ``embed_all`` over every item of the updated
+  graph with the same model and seeds (max abs diff).
+
+The model is an untrained ``PinSageEncoder`` (K = 2, hidden = embedding = 64). Serve metrics
+of the issue (failed requests during the swap, time to serve) are not measured here: a
+running service does not pick up a new version yet. Writes ``benchmarks/results/update.json``
+and the ``update`` section of ``benchmarks/RESULTS.md`` (``--quick``: a small graph, written
+under the cache dir instead).
+
+    python benchmarks/bench_update.py --quick
+    nohup python benchmarks/bench_update.py > update.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from _common import (add_guard_args, finish_machine, guard_machine, machine_info,  # noqa: E402
+                     metric, publish, setup_logging)
+from _graphs import REPO, mean_group_size_for  # noqa: E402
+
+NAME = "update"
+log = logging.getLogger("bench_update")
+NEIGHBORS = {"num_walks": 20, "walk_length": 2, "restart_prob": 0.5, "top_t": 10}
+HIDDEN = EMB = 64
+
+
+def write_model(run: Path, graph: Path) -> Any:
+    """``run/model`` as ``train`` leaves it, with an untrained seeded encoder for ``graph``."""
+    import torch
+
+    from pinsage_ray import GraphStore
+    from pinsage_ray.model.encoder import ModelConfig, PinSageEncoder
+
+    store = GraphStore(graph)
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim,
+                      hidden_dim=HIDDEN, embedding_dim=EMB, num_layers=2,
+                      use_id_embedding=False)
+    enc = PinSageEncoder(cfg).eval()
+    (run / "model").mkdir(parents=True)
+    torch.save(enc.state_dict(), run / "model" / "model.pt")
+    (run / "model" / "model.json").write_text(json.dumps({
+        "model_config": cfg.to_dict(), "train_config": {"neighbors": NEIGHBORS},
+        "graph_dir": str(graph), "epoch": 0, "note": "untrained, written by bench_update"}))
+    return enc
+
+
+def split_day(data: Any, fraction: float, seed: int) -> tuple[Any, Any, Any, Any]:
+    """(base rows, day rows, base features, day features) of a RawDataset."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    inter, feats = data.interactions, data.item_features
+    it, gr = inter.column("item").to_numpy(), inter.column("group").to_numpy()
+    rng = np.random.default_rng(seed)
+    items, groups = np.unique(it), np.unique(gr)
+    new_items = rng.choice(items, max(1, int(len(items) * fraction / 10)), replace=False)
+    new_groups = rng.choice(groups, max(1, int(len(groups) * fraction / 10)), replace=False)
+    day = np.isin(it, new_items) | np.isin(gr, new_groups) | (rng.random(len(it)) < fraction)
+    base, new = inter.filter(pa.array(~day)), inter.filter(pa.array(day))
+    in_base = pc.is_in(feats.column("item"), value_set=pc.unique(base.column("item")))
+    return base, new, feats.filter(in_base), feats.filter(pc.invert(in_base))
+
+
+def one_fraction(data: Any, fraction: float, work: Path, args: argparse.Namespace) -> dict:
+    import pyarrow as pa
+
+    from pinsage_ray import GraphStore, LocalWalker, prepare
+    from pinsage_ray.inference.layerwise import embed_all
+    from pinsage_ray.inference.pipeline import DEFAULT_SEED, embed
+    from pinsage_ray.recommender import build_index
+    from pinsage_ray.update import update_run
+    from pinsage_ray.update.layers import node_ids
+
+    shutil.rmtree(work, ignore_errors=True)
+    base, day, base_feats, day_feats = split_day(data, fraction, args.seed)
+    prepare(base, work / "graph", item_features=base_feats)
+    enc = write_model(work / "run", work / "graph")
+    embed(work / "run", mode="local")
+    build_index(work / "run")
+    t0 = time.perf_counter()
+    result = update_run(work / "run", day, item_features=day_feats)
+    update_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # the full pipeline on the merged input
+    merged = prepare(pa.concat_tables([base, day]), work / "full_graph",
+                     item_features=pa.concat_tables([base_feats, day_feats]))
+    write_model(work / "full_run", work / "full_graph")
+    embed(work / "full_run", mode="local")
+    build_index(work / "full_run")
+    full_s = time.perf_counter() - t0
+
+    version = Path(result.path)  # oracle: every item from scratch on the updated graph
+    store = GraphStore(version / "graph")
+    n = store.num_items
+    nb = LocalWalker(str(version / "graph")).importance_neighbors(
+        np.arange(n), seed=DEFAULT_SEED, **NEIGHBORS)
+    degree = store.degrees("item")
+    full = embed_all(enc, np.asarray(store.features()), degree, nb.ids, nb.weights,
+                     node_ids=node_ids(n, degree, GraphStore(work / "graph").degrees("item")))
+    diff = float(np.abs(np.load(version / "inference" / "output.npy") - full).max())
+    out = {"fraction": fraction, "day_rows": day.num_rows, "items": n,
+           "edges": merged.num_edges, "update_seconds": update_s, "full_seconds": full_s,
+           "speedup": full_s / update_s, "oracle_max_abs_diff": diff,
+           "affected_items": result.affected_items,
+           "neighborhoods_changed": result.neighborhoods_changed,
+           "recomputed": result.recomputed, "recomputed_fraction": result.recomputed[-1] / n,
+           "steps": result.seconds, "index": result.index}
+    log.info("fraction %.4f: %s", fraction, out)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["## update", "", "| day | update s | full s | speed-up | walks rerun | output rows "
+             "recomputed | oracle max diff |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['fraction']:.1%} ({r['day_rows']} rows) | {r['update_seconds']:.2f} "
+                     f"| {r['full_seconds']:.2f} | {r['speedup']:.1f}x | "
+                     f"{r['affected_items'] / r['items']:.1%} | {r['recomputed_fraction']:.1%} "
+                     f"| {r['oracle_max_abs_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--items", type=int, default=1_000_000)
+    p.add_argument("--edges", type=int, default=20_000_000)
+    p.add_argument("--groups", type=int, default=None, help="default items // 2")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.001, 0.01, 0.1])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="20k items / 200k edges, scratch output")
+    p.add_argument("--keep", action="store_true", help="keep the work directories")
+    p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
+    add_guard_args(p)
+    args = p.parse_args()
+    if args.quick:
+        args.items, args.edges = 20_000, 200_000
+    groups = args.groups or args.items // 2
+    setup_logging()
+    machine = machine_info()
+    scratch = Path(args.cache_dir) / "update-quick" if args.quick else None
+    guard_machine(machine, args, committed=scratch is None)
+    from pinsage_ray.data.synthetic import SyntheticConfig, generate_synthetic
+
+    t_start = time.perf_counter()
+    data = generate_synthetic(SyntheticConfig(
+        num_items=args.items, num_groups=groups, feature_dim=32, seed=args.seed,
+        mean_group_size=mean_group_size_for(args.edges, groups, args.items)))
+    rows = [one_fraction(data, f, Path(args.cache_dir) / f"update-work-{f}", args)
+            for f in args.fractions]
+    by = {r["fraction"]: r for r in rows}
+    metrics = []
+    for f, tag in ((0.001, "0_1pct"), (0.01, "1pct"), (0.1, "10pct")):
+        if f in by:
+            metrics.append(metric(f"update_vs_full_speedup_{tag}", by[f]["speedup"], "x"))
+    if 0.01 in by:
+        metrics.append(metric("update_items_recomputed_fraction_1pct",
+                              by[0.01]["recomputed_fraction"], "fraction", False))
+    metrics.append(metric("update_oracle_max_abs_diff",
+                          max(r["oracle_max_abs_diff"] for r in rows), "abs", False))
+    extra = {"rows": rows, "items": args.items, "edges": args.edges, "groups": groups,
+             "neighbors": NEIGHBORS, "not_measured": ["update_serve_failed_requests",
+                                                      "update_serve_wrong_answers",
+                                                      "update_seconds_to_serve_1pct"],
+             "total_seconds": time.perf_counter() - t_start}
+    publish(NAME, metrics, finish_machine(machine), extra, markdown(rows), scratch_dir=scratch)
+
+
+if __name__ == "__main__":
+    main()
