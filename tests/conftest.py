@@ -23,6 +23,9 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Serve's HAProxy ingress (pinsage-ray serve's default) binds *:8404 and *:9101 whatever the
+# host; tests listen on 127.0.0.1 only, so they serve through Serve's Python proxy.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "0")
 
 import pytest  # noqa: E402
 

@@ -11,81 +11,51 @@ the new run and stops the old ones; ``max_surge_percent=100`` makes it start eac
 *before* stopping an old one (Serve's default stops first), so requests keep being answered
 throughout. Changing only ``num_replicas`` is a light update: no replica restarts.
 
-A replica runs one request at a time (an ``asyncio.Lock``; queries take well under a
-millisecond, and hnswlib must not be queried while items are added). Adding items runs in a
-thread under that lock so the replica's event loop stays responsive.
+What a replica runs (one index query at a time, single-item ``/related`` requests batched
+with ``@serve.batch``) is in :mod:`pinsage_ray.serve.replica`. Python callers skip HTTP
+through a ``DeploymentHandle`` (:func:`pinsage_ray.serve.client`), answered by the same code.
+
+:func:`start_serve` starts Ray and Serve with the ingress of :mod:`pinsage_ray.serve.settings`
+(HAProxy and the throughput-optimised mode by default, access logs off) and says what took
+effect.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 from typing import Any
 
 from ray import serve
-from starlette.requests import Request
-from starlette.responses import Response
 
-from pinsage_ray.serve.service import RecommenderService
+from pinsage_ray.serve import settings
+from pinsage_ray.serve.replica import DEPLOYMENT_OPTIONS, MAX_BATCH, RUN_HEADER, PlainIngress
 
 logger = logging.getLogger(__name__)
 
-#: Response header naming the run that answered (useful while a new run rolls out).
-RUN_HEADER = "X-Pinsage-Run"
+__all__ = ["DEFAULT_APP_NAME", "MAX_BATCH", "RUN_HEADER", "RecommenderDeployment", "deployment",
+           "serving_mode", "start", "start_serve", "stop"]
+
 DEFAULT_APP_NAME = "pinsage"
+#: What :func:`start_serve` started: the mode that took effect, the fallback note, whether
+#: this process started the Ray instance.
+_STATE: dict[str, Any] = {"mode": None, "note": None, "own_instance": False}
+
+#: The replica with the hand-written JSON routing (the default API).
+RecommenderDeployment = serve.deployment(name="RecommenderDeployment", **DEPLOYMENT_OPTIONS)(
+    PlainIngress)
 
 
-@serve.deployment(
-    # A bad run fails its replicas on load; give up after a few tries, not Serve's 20.
-    max_constructor_retry_count=3,
-    # Start a replica of the new version before stopping an old one (no gap in a rollout).
-    max_surge_percent=100,
-)
-class RecommenderDeployment:
-    """A Serve replica holding one :class:`RecommenderService` (one loaded run)."""
+def typed_deployment() -> Any:
+    """The replica routed by FastAPI (:mod:`pinsage_ray.serve.typed`), imported on first use."""
+    from pinsage_ray.serve.typed import TypedDeployment
 
-    def __init__(self, run_dir: str, ef: int | None = None) -> None:
-        self.service = RecommenderService.load(run_dir, ef=ef)
-        self.run_dir = self.service.rec.run_dir
-        self._lock: asyncio.Lock | None = None
-        self._num_replicas = 1
-        logger.info("replica loaded %s: %d items, ef=%d", self.run_dir,
-                    len(self.service.rec.ids), self.service.rec.index.ef)
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Serve's light update (``user_config``): the deployment's replica count."""
-        self._num_replicas = int(config.get("num_replicas", 1))
-        self.service.allow_add = self._num_replicas == 1
-
-    async def __call__(self, request: Request) -> Response:
-        body = await request.body()
-        if self._lock is None:  # created on the replica's event loop
-            self._lock = asyncio.Lock()
-        method = request.method
-        path = _strip_prefix(request.url.path, request.scope.get("root_path", ""))
-        endpoint = path.strip("/")
-        if endpoint == "health":  # liveness: answered even while items are being added
-            status, answer = self.service.handle(method, path, body)
-            answer["num_replicas"] = self._num_replicas
-        else:
-            async with self._lock:
-                if endpoint == "items":  # embeds new items: up to seconds, not microseconds
-                    status, answer = await asyncio.to_thread(self.service.handle, method,
-                                                             path, body)
-                else:
-                    status, answer = self.service.handle(method, path, body)
-        return Response(json.dumps(answer).encode(), status_code=status,
-                        media_type="application/json", headers={RUN_HEADER: self.run_dir})
-
-
-def _strip_prefix(path: str, root_path: str) -> str:
-    return path[len(root_path):] if root_path and path.startswith(root_path) else path
+    return TypedDeployment
 
 
 def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | None = None,
-               num_cpus: float = 0.25, max_ongoing_requests: int = 64) -> serve.Application:
+               num_cpus: float = 0.25, max_ongoing_requests: int = 64,
+               api: str = "plain", access_log: bool = False) -> serve.Application:
     """A Ray Serve application answering related items and recommendations from ``run_dir``.
 
     Args:
@@ -101,6 +71,10 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
             its router. The replica runs one at a time and queues the rest in order; a
             router that holds requests back retries with backoff, which at 32 clients on
             one replica cut throughput about 6x with 8 (bench_serve.py), hence 64.
+        api: ``"plain"`` (hand-written routing, the default) or ``"fastapi"`` (pydantic
+            models and an OpenAPI page at ``/docs``; slower, see docs/serving.md).
+        access_log: the replicas' per-request access log lines (off by default: a log
+            record per request is work a replica does not need; Serve's own default is on).
 
     Returns:
         The application: ``serve.run(deployment(run_dir), name="pinsage")``. Running it
@@ -130,59 +104,53 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
             or max_ongoing_requests < 1:
         raise ValueError(f"max_ongoing_requests={max_ongoing_requests!r}; expected an "
                          "integer >= 1")
+    if api not in ("plain", "fastapi"):
+        raise ValueError(f"api={api!r}; expected 'plain' or 'fastapi'")
     run_dir = run_path(run_dir)  # absolute: replicas may start in another directory
     if "://" not in run_dir:  # fail here, not in every replica (Serve retries those)
         for part, command in (("embeddings", "embed"), ("index", "index")):
             if not os.path.isdir(os.path.join(run_dir, part)):
                 raise FileNotFoundError(f"{os.path.join(run_dir, part)}: not found; run "
                                         f"`pinsage-ray {command} {run_dir}` first")
-    return RecommenderDeployment.options(
+    dep = RecommenderDeployment if api == "plain" else typed_deployment()
+    return dep.options(
         num_replicas=num_replicas, max_ongoing_requests=max_ongoing_requests,
         ray_actor_options={"num_cpus": num_cpus},
+        logging_config={"enable_access_log": bool(access_log)},
         user_config={"num_replicas": num_replicas},
     ).bind(run_dir, ef)
 
 
 def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           num_replicas: int = 1, name: str = DEFAULT_APP_NAME, route_prefix: str = "/",
-          address: str | None = None, **options: Any) -> str:
+          address: str | None = None, haproxy: bool = True, throughput_optimized: bool = True,
+          access_log: bool = False, **options: Any) -> str:
     """Start Ray (unless running) and Serve on ``host:port``, deploy ``run_dir``; return its URL.
 
-    Serve's HTTP options are fixed when Serve starts in a Ray instance: if it already runs
-    there, the application is deployed on its existing host and port.
+    Serve's HTTP options and ingress are fixed when Serve starts in a Ray instance: if it
+    already runs there, the application is deployed on its existing host, port and ingress.
+    :func:`serving_mode` then says which ingress took effect, and why not the one asked for.
 
     Args:
         run_dir, num_replicas, **options: see :func:`deployment`.
-        host, port: where Serve's HTTP proxy listens (127.0.0.1: this machine only).
+        host, port: where Serve's HTTP ingress listens (127.0.0.1: this machine only).
         name: the application's name; deploy again under it to roll out another run.
         route_prefix: URL path the endpoints live under.
         address: a Ray cluster to join (None: a new local instance).
+        haproxy, throughput_optimized, access_log: see :func:`start_serve`.
 
     Raises:
         ValueError: a bad setting, or the replicas could not load the run (the reason
             given).
     """
-    import ray
-    from ray.exceptions import RayError
-
     from pinsage_ray.inference.model_io import run_path
-    from pinsage_ray.ray_utils import init_ray, ray_console_on, route_ray_loggers
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"port={port!r}; expected an integer in 1..65535")
-    app = deployment(run_dir, num_replicas=num_replicas, **options)
+    app = deployment(run_dir, num_replicas=num_replicas, access_log=access_log, **options)
     app_dir = run_path(run_dir)
-    if not (ray.is_initialized() or address or os.environ.get("RAY_ADDRESS")):
-        _check_port_free(host, port)  # a new local instance: fail before starting Ray
-    init_ray(address)
-    if not ray_console_on():  # Serve's driver loggers, set up on import: to the log file
-        route_ray_loggers()
-    try:
-        serve.start(http_options={"host": host, "port": port})
-    except RayError as err:  # e.g. the proxy could not bind
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise ValueError(f"Serve could not start on {host}:{port}: "
-                         f"{lines[-1] if lines else err}") from None
+    start_serve(host=host, port=port, address=address, haproxy=haproxy,
+                throughput_optimized=throughput_optimized, access_log=access_log)
     try:
         serve.run(app, name=name, route_prefix=route_prefix)
     except RuntimeError as err:  # the application failed to deploy: say why in one line
@@ -191,6 +159,90 @@ def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 80
         raise ValueError(f"{app_dir}: the replicas could not load the run: {reason}") \
             from None
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def start_serve(*, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+                haproxy: bool = True, throughput_optimized: bool = True,
+                access_log: bool = False, **ray_options: Any) -> settings.ServeMode:
+    """Start Ray (unless running) and Serve's HTTP ingress on ``host:port``; what took effect.
+
+    For a new local Ray instance, the ingress variables of :mod:`pinsage_ray.serve.settings`
+    go into its environment; where HAProxy cannot start (no binary, its ports taken, or it
+    fails), Serve starts again without it and :func:`serving_mode` carries a one-line note
+    (logged as a warning). A running instance or cluster keeps its own settings.
+
+    Args:
+        host, port: where the ingress listens.
+        address: a Ray cluster to join (None: a new local instance).
+        haproxy: HAProxy ingress instead of Serve's Python proxy (several times the
+            requests/s; its stats and metrics ports bind all interfaces, see settings).
+        throughput_optimized: Serve's throughput-optimised mode.
+        access_log: Serve's per-request access log lines (off: less work per request).
+        **ray_options: for a new local instance, passed on to
+            :func:`~pinsage_ray.ray_utils.init_ray` (``num_cpus``...).
+
+    Raises:
+        ValueError: ``host:port`` cannot be listened on, or Serve could not start there.
+    """
+    import ray
+    from ray.exceptions import RayError
+
+    from pinsage_ray.ray_utils import init_ray, ray_console_on, route_ray_loggers
+
+    fresh = not (ray.is_initialized() or address or os.environ.get("RAY_ADDRESS"))
+    env = settings.serve_env(haproxy, throughput_optimized)
+    wanted = settings.requested_mode(env)
+    note = None
+    if fresh:
+        _check_port_free(host, port)  # a new local instance: fail before starting Ray
+        obstacle = settings.haproxy_obstacle() if wanted.haproxy else None
+        if obstacle:
+            env[settings.HAPROXY_VAR], note = "0", settings.fallback_message(obstacle)
+    for attempt in range(2):
+        previous = settings.apply_env(env) if fresh else {}
+        try:
+            init_ray(address, **ray_options)  # the raylet, so every Ray worker, inherits env
+        finally:
+            settings.restore_env(previous)
+        if not ray_console_on():  # Serve's driver loggers, set up on import: to the log file
+            route_ray_loggers()
+        try:
+            serve.start(http_options={"host": host, "port": port},
+                        logging_config={"enable_access_log": access_log})
+            break
+        except RayError as err:  # e.g. the proxy could not bind, or HAProxy failed
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            reason = lines[-1] if lines else str(err)
+            if not (fresh and attempt == 0 and env[settings.HAPROXY_VAR] == "1"):
+                raise ValueError(f"Serve could not start on {host}:{port}: {reason}") from None
+            ray.shutdown()  # HAProxy failed: the same instance without it
+            env[settings.HAPROXY_VAR], note = "0", settings.fallback_message(reason)
+    mode = settings.effective_mode(root_pid=os.getpid())  # a Ray instance this process started
+    if mode.haproxy is None and not fresh:  # joined: the cluster's head may be this machine
+        mode = settings.effective_mode()
+    missing = [var for var, want, got in (
+        (settings.HAPROXY_VAR, wanted.haproxy, mode.haproxy),
+        (settings.THROUGHPUT_VAR, wanted.throughput_optimized, mode.throughput_optimized))
+        if want and got is False and not (note and var == settings.HAPROXY_VAR)]
+    if missing:  # a running instance or cluster started without them
+        note = (f"{note + '; ' if note else ''}this Ray instance runs Serve without "
+                f"{' and '.join(f'{v}=1' for v in missing)}, which must be in its environment "
+                "when it starts (see docs/serving.md)")
+    if note is None and mode.haproxy and host in ("127.0.0.1", "localhost", "::1") \
+            and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+        note = (f"HAProxy reaches replicas on other nodes at --host {host}, which they cannot "
+                "be reached on; serve with --host 0.0.0.0 (and the port closed outside the "
+                "cluster) or --no-haproxy")
+    if note:
+        logger.warning("%s", note)
+    _STATE.update(mode=mode, note=note, own_instance=fresh or _STATE["own_instance"])
+    logger.info("Serve ingress on %s:%d: %s", host, port, mode.describe())
+    return mode
+
+
+def serving_mode() -> tuple[settings.ServeMode | None, str | None]:
+    """What the last :func:`start_serve` in this process got: ``(mode, fallback note)``."""
+    return _STATE["mode"], _STATE["note"]
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -252,6 +304,8 @@ def wait_until_stopped(name: str = DEFAULT_APP_NAME) -> None:
 def stop(name: str = DEFAULT_APP_NAME) -> None:
     """Delete the application, shut Serve down if no other application is left, leave Ray.
 
+    When :func:`start_serve` started the local Ray instance, ending it is enough.
+
     What Ray prints meanwhile (the Serve controller's shutdown reaches the driver as a
     ``(raylet)`` line on stdout, whatever ``log_to_driver``) goes to this module's log.
     """
@@ -263,10 +317,14 @@ def stop(name: str = DEFAULT_APP_NAME) -> None:
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
-            serve.delete(name)
-            if not serve.status().applications:
-                serve.shutdown()
-            ray.shutdown()  # stops the thread that prints Ray's error messages
+            if not _STATE["own_instance"]:  # a shared instance: leave only our application
+                serve.delete(name)
+                if not serve.status().applications:
+                    serve.shutdown()
+            # A Ray instance of our own ends with everything in it (HAProxy included), which
+            # skips direct ingress's 30 s drain of each replica.
+            ray.shutdown()
+            _STATE["own_instance"] = False  # stops the thread that prints Ray's error messages
     except KeyboardInterrupt:  # a second Ctrl-C: skip the rest, Ray exits with the process
         pass
     finally:
@@ -276,8 +334,12 @@ def stop(name: str = DEFAULT_APP_NAME) -> None:
 
 def serve_summary(url: str, run_dir: str | os.PathLike, num_replicas: int, logs: str) -> str:
     """What ``pinsage-ray serve`` prints once the application answers."""
+    mode, _ = serving_mode()
+    ingress = (mode.describe() if mode is not None and mode.haproxy is not None
+               else "unknown (Serve's controller runs on another machine)")
     return "\n".join([
         f"serving {os.fspath(run_dir)} at {url}/ ({num_replicas} replica(s)); Ctrl-C stops",
+        f"  ingress: {ingress}",
         f"  GET  {url}/health",
         f"  POST {url}/related    {{\"item\": ID, \"k\": 10}} or {{\"items\": [ID, ...]}}",
         f"  POST {url}/recommend  {{\"items\": [ID, ...], \"k\": 10}} (a group's items)",

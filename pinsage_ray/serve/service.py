@@ -16,7 +16,12 @@ in a Ray Serve deployment. Endpoints (bodies and answers are JSON objects)::
 Scores are cosine similarities, best first, exactly the in-process ``Recommender``'s answer.
 Errors are ``{"error": message}``: the library's ``ValueError`` (bad ``k``, ``ef``, shapes,
 an id already in the run) is 400 with its message, its ``KeyError`` (an item or group id not in
-the run) 404, a malformed body 400 naming the field; anything else is a server fault (500).
+the run) 404, a malformed body 400 naming the field, more than :data:`MAX_ITEMS` ids in one
+request 413 naming the field; anything else is a server fault (500).
+
+The commonest request, the related items of one item, has a split path for batching
+(:meth:`RecommenderService.plan_related`, then :meth:`RecommenderService.related_many`):
+checked one by one, answered many at a time by one index query.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any]]
+
+#: Most item ids one request may carry (``/related`` items, ``/recommend`` items, ``/items``
+#: ids): one request is one index query, and a replica answers one request at a time.
+MAX_ITEMS = 1024
 
 
 class HTTPError(Exception):
@@ -47,7 +56,16 @@ def _reject_constant(name: str) -> float:
     raise HTTPError(400, f"request body holds {name}; send finite numbers")
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+class RelatedQuery(NamedTuple):
+    """One checked single-item ``/related`` request (:meth:`RecommenderService.plan_related`)."""
+
+    item: Any
+    k: Any
+
+
+def _json_object(body: bytes | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(body, dict):  # a DeploymentHandle call's arguments: already objects
+        return body
     try:  # NaN and Infinity are not JSON; Python's parser accepts them unless told not to
         data = json.loads(body or b"{}", parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as err:
@@ -61,6 +79,9 @@ def _id_list(value: Any, name: str, integer_ids: bool) -> list[Any]:
     """A list of item ids of this run's kind (JSON numbers for integer ids, else strings)."""
     if not isinstance(value, list):
         raise HTTPError(400, f"{name}: expected a list of item ids, got {_show(value)}")
+    if len(value) > MAX_ITEMS:
+        raise HTTPError(413, f"{name}: {len(value)} ids; at most {MAX_ITEMS} per request "
+                        "(split the request)")
     for i, v in enumerate(value):
         _check_id(v, f"{name}[{i}]", integer_ids)
     return value
@@ -134,7 +155,7 @@ class RecommenderService:
         self.allow_add = allow_add
         self.integer_ids = bool(np.issubdtype(recommender.ids.dtype, np.integer))
         self.model = model_summary(recommender.run_dir)
-        self._routes: dict[tuple[str, str], Callable[[bytes], dict[str, Any]]] = {
+        self._routes: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
             ("GET", "/health"): lambda body: self.health(),
             ("POST", "/related"): self._related,
             ("POST", "/recommend"): self._recommend,
@@ -150,8 +171,11 @@ class RecommenderService:
         return cls(Recommender.load(run_dir, ef=ef), allow_add=allow_add)
 
     # ------------------------------------------------------------------ dispatch
-    def handle(self, method: str, path: str, body: bytes = b"") -> Answer:
-        """``(HTTP status, JSON object)`` for one request; never raises."""
+    def handle(self, method: str, path: str, body: bytes | dict[str, Any] = b"") -> Answer:
+        """``(HTTP status, JSON object)`` for one request; never raises.
+
+        ``body``: the request's bytes, or its already-decoded object (a handle call).
+        """
         route = self._routes.get((method.upper(), "/" + path.strip("/")))
         try:
             if route is None:
@@ -160,15 +184,51 @@ class RecommenderService:
                     raise HTTPError(405, f"{method} {path}: method not allowed")
                 raise HTTPError(404, f"no endpoint {method} {path}; endpoints: {paths}")
             return 200, route(body)
-        except HTTPError as err:
-            return err.status, {"error": str(err)}
-        except KeyError as err:  # the library's unknown item or group id
-            return 404, {"error": str(err.args[0]) if err.args else "not found"}
-        except (ValueError, TypeError, OverflowError) as err:  # the library's argument checks
-            return 400, {"error": " ".join(str(err).split())}
-        except Exception as err:  # noqa: BLE001 - a fault of ours: logged, answered 500
-            logger.exception("%s %s failed", method, path)
-            return 500, {"error": f"internal error ({type(err).__name__}); see the replica log"}
+        except Exception as err:  # noqa: BLE001 - mapped to a status, never raised
+            return error_answer(err, f"{method} {path}")
+
+    def plan_related(self, body: bytes | dict[str, Any]) -> RelatedQuery | Answer | None:
+        """A ``POST /related`` body of one ``item`` and no ``ef``, checked: ``(item, k)``.
+
+        An error :data:`Answer` when the body is bad or the item unknown; None for any other
+        body (several items, an ``ef``), which :meth:`handle` answers. ``(item, k)`` pairs
+        are answered together by :meth:`related_many`.
+        """
+        try:
+            data = _json_object(body)
+            if "item" not in data or "items" in data or "ef" in data:
+                return None
+            _unknown_fields(data, {"item", "k"})
+            item = data["item"]
+            _check_id(item, "item", self.integer_ids)
+            self.rec._rows([item], "items")  # an unknown item: KeyError -> 404, alone
+            return RelatedQuery(item, data.get("k", 10))
+        except Exception as err:  # noqa: BLE001 - mapped to a status, never raised
+            return error_answer(err, "POST /related")
+
+    def related_many(self, requests: list[RelatedQuery]) -> list[Answer]:
+        """Answers to :meth:`plan_related`'s ``(item, k)`` pairs: one index query per ``k``.
+
+        A bad ``k`` fails only the requests that carry it; each answer equals :meth:`handle`'s
+        for the same body.
+        """
+        out: list[Answer | None] = [None] * len(requests)
+        by_k: dict[Any, list[int]] = {}
+        for i, (_, k) in enumerate(requests):
+            by_k.setdefault(k if isinstance(k, int) and not isinstance(k, bool) else repr(k),
+                            []).append(i)
+        for positions in by_k.values():
+            items = [requests[i][0] for i in positions]
+            try:
+                results = self.rec.similar_items_batch(items, requests[positions[0]][1])
+            except Exception as err:  # noqa: BLE001 - the same answer for each of them
+                answer = error_answer(err, "POST /related")
+                for i in positions:
+                    out[i] = answer
+                continue
+            for i, item, similar in zip(positions, items, results):
+                out[i] = (200, {"item": item, "similar": similar})
+        return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ endpoints
     def health(self) -> dict[str, Any]:
@@ -182,7 +242,7 @@ class RecommenderService:
                           "k_for_recall": m.get("k_for_recall")},
                 "model": self.model, "adding_items": self.allow_add}
 
-    def _related(self, body: bytes) -> dict[str, Any]:
+    def _related(self, body: Any) -> dict[str, Any]:
         data = _json_object(body)
         _unknown_fields(data, {"item", "items", "k", "ef"})
         if ("item" in data) == ("items" in data):
@@ -207,7 +267,7 @@ class RecommenderService:
             return {"item": data["item"], "similar": results[0]}
         return {"results": [{"item": i, "similar": r} for i, r in zip(items, results)]}
 
-    def _recommend(self, body: bytes) -> dict[str, Any]:
+    def _recommend(self, body: Any) -> dict[str, Any]:
         data = _json_object(body)
         _unknown_fields(data, {"items", "k", "timestamps", "half_life", "exclude_seen"})
         items = _id_list(data.get("items"), "items", self.integer_ids)
@@ -225,7 +285,7 @@ class RecommenderService:
             exclude_seen=_flag(data.get("exclude_seen", True), "exclude_seen"))
         return {"group_items": items, "recommended": out}
 
-    def _add_items(self, body: bytes) -> dict[str, Any]:
+    def _add_items(self, body: Any) -> dict[str, Any]:
         if not self.allow_add:
             raise HTTPError(409, "adding items needs a single replica (each replica holds its "
                             "own index, so an item added to one would be missing from the "
@@ -252,6 +312,18 @@ class RecommenderService:
         if save:
             out["saved"] = self.rec.save_added_items()
         return out
+
+
+def error_answer(err: BaseException, what: str) -> Answer:
+    """The status and ``{"error": ...}`` of an exception raised while answering ``what``."""
+    if isinstance(err, HTTPError):
+        return err.status, {"error": str(err)}
+    if isinstance(err, KeyError):  # the library's unknown item or group id
+        return 404, {"error": str(err.args[0]) if err.args else "not found"}
+    if isinstance(err, (ValueError, TypeError, OverflowError)):  # the library's checks
+        return 400, {"error": " ".join(str(err).split())}
+    logger.error("%s failed", what, exc_info=err)  # a fault of ours: logged, answered 500
+    return 500, {"error": f"internal error ({type(err).__name__}); see the replica log"}
 
 
 def model_summary(run_dir: str) -> dict[str, Any] | None:
