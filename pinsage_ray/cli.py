@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pinsage_ray.cli_train import add_train_args, train_config_from_args
-from pinsage_ray import cli_run
+from pinsage_ray import cli_run, cli_update
 from pinsage_ray.console import hint
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
                    default="table", help="input format (default: table)")
     p.add_argument("--features", help="Parquet with item + a list column or numeric columns")
     p.add_argument("--overwrite", action="store_true", help="replace an existing graph_dir")
+    p.add_argument("--engine", choices=["auto", "local", "ray"], default="auto",
+                   help="local: one process; ray: Ray Data over the input files (same graph); "
+                   "auto: ray for input files of 2 GiB or more (default: auto)")
     for role, what in COLUMN_ROLES.items():
         p.add_argument(f"--{role}-col", metavar="NAME", dest=f"{role}_col",
                        help=f"the input's column of {what} (default: {role})")
@@ -66,7 +69,7 @@ def _prepare(args: argparse.Namespace) -> int:
     columns = {role: getattr(args, f"{role}_col") for role in COLUMN_ROLES
                if getattr(args, f"{role}_col")}
     store = prepare(source, args.graph_dir, item_features=args.features,
-                    overwrite=args.overwrite, columns=columns or None)
+                    overwrite=args.overwrite, columns=columns or None, engine=args.engine)
     print(json.dumps(_summary(store), indent=2))
     hint("train", args.graph_dir, "RUN_DIR", note="RUN_DIR: a new folder for the model")
     return 0
@@ -298,9 +301,10 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------ serve / evaluate / quickstart
-# (in pinsage_ray.cli_run; registered here, in the order --help lists them)
-for _name in ("serve", "evaluate", "quickstart"):
-    command(_name, getattr(cli_run, f"{_name}_args"))(getattr(cli_run, _name))
+# (in pinsage_ray.cli_run and cli_update; registered here, in the order --help lists them)
+for _module, _name in ((cli_run, "serve"), (cli_run, "evaluate"), (cli_run, "quickstart"),
+                       (cli_update, "update")):
+    command(_name, getattr(_module, f"{_name}_args"))(getattr(_module, _name))
 
 
 # --------------------------------------------------------------------------- main

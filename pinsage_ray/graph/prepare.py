@@ -48,6 +48,7 @@ def prepare(
     item_features: str | os.PathLike | pa.Table | pd.DataFrame | None = None,
     overwrite: bool = False,
     columns: dict[str, str] | None = None,
+    engine: str = "auto",
 ) -> GraphStore:
     """Build a graph directory from interactions.
 
@@ -66,6 +67,10 @@ def prepare(
             "group": "user_id", "weight": "rating"}`` (the CLI's ``--item-col`` etc.).
             The ``item`` name also applies to ``item_features`` when it has no ``item``
             column.
+        engine: ``"local"`` (this process), ``"ray"`` (Parquet/CSV files read, sorted and
+            encoded by Ray Data: :mod:`pinsage_ray.graph.prepare_ray`, the same graph
+            directory) or ``"auto"``: Ray for input files of at least
+            ``prepare_ray.AUTO_RAY_MIN_BYTES`` bytes, local otherwise and for tables.
 
     Example::
 
@@ -79,6 +84,11 @@ def prepare(
         InputError: empty input, missing columns, nulls, bad weights, bad features.
         FileExistsError: ``graph_dir`` exists and ``overwrite`` is False.
     """
+    from pinsage_ray.graph import prepare_ray
+
+    if prepare_ray.pick_engine(source, engine) == "ray":
+        return prepare_ray.prepare_ray(source, graph_dir, item_features=item_features,
+                                       overwrite=overwrite, columns=columns)
     t0 = time.perf_counter()
     columns = inputs.check_columns(columns)
     in_memory = inputs.as_table(source, "prepare(source=...)")
