@@ -416,7 +416,7 @@ def _train_with_fault(name: str, lc: LocalCluster, graph: str, run: Path, ref_ru
 
     out, t0 = FaultOutcome(name), time.perf_counter()
     cfg = fault_train_config()
-    fut = _background(train, graph, cfg, run)
+    fut = _background(train, graph, run, cfg)
     before, delay = _mid_epoch_2(run, fut.done)
     info = inject() if not fut.done() else {"missed": "the run had finished"}
     info["seconds_into_epoch_2"] = delay
