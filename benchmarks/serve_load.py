@@ -90,14 +90,9 @@ def closed_loop(port: int, requests: list, concurrency: int, *,
         return i if i < len(requests) else None
 
     tally = Tally()
-    threads = [threading.Thread(target=client, args=(port, requests, take, tally))
-               for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return tally, time.perf_counter() - t0
+    return tally, _run_threads([threading.Thread(target=client, args=(port, requests, take,
+                                                                     tally))
+                                for _ in range(concurrency)])
 
 
 def handle_closed_loop(app: str, requests: list, concurrency: int) -> tuple[Tally, float]:
@@ -138,13 +133,17 @@ def handle_closed_loop(app: str, requests: list, concurrency: int) -> tuple[Tall
             if json.loads(json.dumps(got)) != expected:
                 tally.note("wrong", f"handle {path} {body[:100]!r}")
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    return tally, _run_threads([threading.Thread(target=worker) for _ in range(concurrency)])
+
+
+def _run_threads(threads: list[threading.Thread]) -> float:
+    """Start the client threads together, wait for all; the wall seconds they took."""
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return tally, time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
 def percentile_ms(latencies: list[float], q: float) -> float:

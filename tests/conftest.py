@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -261,3 +262,86 @@ def trained_run(ray_session, holdout, tmp_path_factory) -> dict:
     embed(base / "run", mode="local")
     build_index(base / "run")
     return {"graph": graph, "run": str(base / "run"), "result": result}
+
+
+@pytest.fixture(scope="session")
+def untrained_run():
+    """``make(graph, run, *, feature_dim=None, ids=True, seed=0)``: a run directory holding a
+    seeded, untrained model (K = 2, 16 hidden, 8 dims; id vectors drawn at std 0.25 as if
+    trained), written by the library's ``write_model_dir`` as ``train`` leaves it; returns the
+    encoder. Inference, cold start and updates must treat it like a trained one."""
+    def make(graph: str, run, *, feature_dim: int | None = None, ids: bool = True,
+             seed: int = 0, neighbors: dict | None = None):
+        import torch
+
+        from pinsage_ray.graph import GraphStore
+        from pinsage_ray.model import ModelConfig, PinSageEncoder
+        from pinsage_ray.training.checkpoint import write_model_dir
+        from pinsage_ray.training.trainer import _item_ids_parquet
+
+        store = GraphStore(graph)
+        torch.manual_seed(seed)
+        cfg = ModelConfig(num_items=store.num_items,
+                          feature_dim=store.feature_dim if feature_dim is None else feature_dim,
+                          hidden_dim=16, embedding_dim=8, num_layers=2, use_id_embedding=ids,
+                          id_skip=ids)
+        enc = PinSageEncoder(cfg)
+        if ids:  # id vectors start at zero when items have features; trained ones do not
+            torch.nn.init.normal_(enc.input_proj.id_embedding.weight, std=0.25)
+        enc.eval()
+        write_model_dir(str(Path(run) / "model"), enc.state_dict(), _item_ids_parquet(store), {
+            "model_config": cfg.to_dict(),
+            "train_config": {"neighbors": neighbors or UNTRAINED_NEIGHBORS},
+            "graph_dir": graph, "epoch": 0})
+        return enc
+
+    return make
+
+
+#: The importance neighbourhoods of :func:`untrained_run`'s runs (small and quick).
+UNTRAINED_NEIGHBORS = {"num_walks": 20, "walk_length": 2, "restart_prob": 0.5, "top_t": 6}
+
+
+@pytest.fixture(scope="session")
+def serve_cli():
+    """``with serve_cli(run, cwd, *flags, env=ENV) as s``: ``pinsage-ray serve RUN`` in a
+    fresh process on a free 127.0.0.1 port, waited for until it prints its ``serving`` line.
+    ``s`` has ``url``, ``proc``, ``lines`` (stdout) and ``errors`` (stderr); leaving the block
+    sends Ctrl-C and waits for the process to stop (killed after 120 s)."""
+    import contextlib
+    import threading
+    from types import SimpleNamespace
+
+    @contextlib.contextmanager
+    def run_cli(run, cwd, *flags: str, env: dict):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "pinsage_ray.cli", "serve", str(run),
+                                 "--port", str(port), *flags], cwd=cwd, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines: list[str] = []
+        errors: list[str] = []
+        readers = [threading.Thread(target=lambda f=f, out=out: out.extend(iter(f.readline, "")))
+                   for f, out in ((proc.stdout, lines), (proc.stderr, errors))]
+        for r in readers:
+            r.start()
+        try:
+            deadline = time.monotonic() + 240
+            while not any(line.startswith("serving") for line in lines):
+                assert proc.poll() is None, "".join(errors)[-3000:]
+                assert time.monotonic() < deadline, "no 'serving' line in 240 s"
+                time.sleep(0.5)
+            yield SimpleNamespace(url=f"http://127.0.0.1:{port}", proc=proc, lines=lines,
+                                  errors=errors)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for r in readers:
+                r.join(timeout=10)
+
+    return run_cli

@@ -13,10 +13,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -333,39 +330,16 @@ RAY_INTERNAL = re.compile(
     r"\d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)|ray\.(serve|_private)|ServeController|Proxy")
 
 
-def test_cli_serves_quietly_and_stops_on_ctrl_c(runs, tmp_path):
-    port = free_port()
+def test_cli_serves_quietly_and_stops_on_ctrl_c(runs, tmp_path, serve_cli):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_memory_monitor_refresh_ms="0",
                PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pinsage_ray.cli", "serve", runs["b"],
-                             "--port", str(port)], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines: list[str] = []
-    errors: list[str] = []
-    readers = [threading.Thread(target=lambda f=f, out=out: out.extend(iter(f.readline, "")))
-               for f, out in ((proc.stdout, lines), (proc.stderr, errors))]
-    for r in readers:
-        r.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while not any(line.startswith("serving") for line in lines):
-            assert proc.poll() is None, "".join(errors)[-3000:]
-            assert time.monotonic() < deadline, "no 'serving' line in 240 s"
-            time.sleep(0.5)
+    with serve_cli(runs["b"], tmp_path, env=env) as srv:
+        url = srv.url
         status, health, _ = call(url, "/health")
         assert status == 200 and health["run_dir"] == runs["b"]
         assert call(url, "/related", {"item": 10**9})[0] == 404
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for r in readers:
-            r.join(timeout=10)
+    proc, lines, errors = srv.proc, srv.lines, srv.errors
     out, stderr = "".join(lines), "".join(errors)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"{url}/health" in out and out.rstrip().endswith("stopped"), out

@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -219,40 +216,17 @@ def test_fastapi_routing_answers_the_same_and_names_refused_fields(served, run, 
         serve.delete(APP + "-typed")
 
 
-def test_cli_no_haproxy_runs_throughput_optimised_in_a_fresh_instance(run, rec, tmp_path):
-    port = free_port()
+def test_cli_no_haproxy_runs_throughput_optimised_in_a_fresh_instance(run, rec, tmp_path,
+                                                                      serve_cli):
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_ADDRESS", "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
     env.update(PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pinsage_ray.cli", "serve", run,
-                             "--port", str(port), "--no-haproxy"], cwd=tmp_path, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines: list[str] = []
-    errors: list[str] = []
-    readers = [threading.Thread(target=lambda f=f, out=out: out.extend(iter(f.readline, "")))
-               for f, out in ((proc.stdout, lines), (proc.stderr, errors))]
-    for r in readers:
-        r.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while not any(line.startswith("serving") for line in lines):
-            assert proc.poll() is None, "".join(errors)[-3000:]
-            assert time.monotonic() < deadline, "no 'serving' line in 240 s"
-            time.sleep(0.5)
+    with serve_cli(run, tmp_path, "--no-haproxy", env=env) as srv:
         item = rec.ids[3].item()
-        status, answer = call(url, "/related", json.dumps({"item": item, "k": 5}).encode())
+        status, answer = call(srv.url, "/related",
+                              json.dumps({"item": item, "k": 5}).encode())
         assert status == 200 and answer["similar"] == as_json(rec.similar_items(item, 5))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for r in readers:
-            r.join(timeout=10)
-    out = "".join(lines)
-    assert proc.returncode == 0, "".join(errors)[-3000:]
+    out = "".join(srv.lines)
+    assert srv.proc.returncode == 0, "".join(srv.errors)[-3000:]
     assert "ingress: Python proxy, throughput-optimised" in out, out
-    assert "could not start" not in "".join(errors)  # nothing fell back
+    assert "could not start" not in "".join(srv.errors)  # nothing fell back

@@ -8,47 +8,21 @@ id term to one path only and break the equality.
 
 from __future__ import annotations
 
-import io
 import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from pinsage_ray import _io
 from pinsage_ray.data.types import RawDataset
 from pinsage_ray.graph import GraphStore, prepare
 from pinsage_ray.inference import layerwise
 from pinsage_ray.inference.coldstart import cold_neighbors, embed_new_items
 from pinsage_ray.inference.pipeline import embed, load_embeddings
-from pinsage_ray.model import ModelConfig, PinSageEncoder
 from pinsage_ray.sampling.shard import GraphShard
 
 NEIGHBORS = {"num_walks": 20, "walk_length": 2, "restart_prob": 0.5, "top_t": 6}
-
-
-def _make_run(graph: str, run, *, feature_dim: int, ids: bool) -> PinSageEncoder:
-    """A run directory holding an (untrained, seeded) model, as ``train`` would leave it."""
-    store = GraphStore(graph)
-    torch.manual_seed(0)
-    cfg = ModelConfig(num_items=store.num_items, feature_dim=feature_dim, hidden_dim=16,
-                      embedding_dim=8, num_layers=2, use_id_embedding=ids, id_skip=ids)
-    enc = PinSageEncoder(cfg)
-    if ids:  # as if trained: id vectors start at zero when items have features
-        torch.nn.init.normal_(enc.input_proj.id_embedding.weight, std=0.25)
-    enc.eval()
-    model_dir = run / "model"
-    model_dir.mkdir(parents=True)
-    buf = io.BytesIO()
-    torch.save(enc.state_dict(), buf)
-    (model_dir / "model.pt").write_bytes(buf.getvalue())
-    fs, _ = _io.resolve(str(model_dir))
-    _io.write_json(fs, str(model_dir / "model.json"), {
-        "model_config": cfg.to_dict(), "train_config": {"neighbors": NEIGHBORS},
-        "graph_dir": graph, "epoch": 0})
-    return enc
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +37,10 @@ def cold_graph(holdout, planted_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def id_run(cold_graph, tmp_path_factory):
+def id_run(cold_graph, tmp_path_factory, untrained_run):
     graph, iso = cold_graph
     run = tmp_path_factory.mktemp("idrun") / "run"
-    enc = _make_run(graph, run, feature_dim=16, ids=True)
+    enc = untrained_run(graph, run, feature_dim=16, ids=True, neighbors=NEIGHBORS)
     embed(run, mode="local")
     return run, enc
 
@@ -113,7 +87,7 @@ def test_feature_only_neighbourhoods_are_empty(cold_graph, id_run):
     assert (alone.ids >= 0).any(axis=1).all()
 
 
-def test_cold_start_errors_stay_clear(cold_graph, id_run, tmp_path):
+def test_cold_start_errors_stay_clear(cold_graph, id_run, tmp_path, untrained_run):
     run, _ = id_run
     with pytest.raises(ValueError, match="expected \\(M, 16\\)"):
         embed_new_items(run, np.zeros((1, 3)), [[]])
@@ -124,7 +98,7 @@ def test_cold_start_errors_stay_clear(cold_graph, id_run, tmp_path):
     # A model without features cannot embed an unseen item; the message says what to do.
     plain = prepare(RawDataset("t", pa.table({"item": [1, 2, 3], "group": [0, 0, 1]})),
                     tmp_path / "g")
-    _make_run(plain.uri, tmp_path / "run", feature_dim=0, ids=True)
+    untrained_run(plain.uri, tmp_path / "run", feature_dim=0, ids=True, neighbors=NEIGHBORS)
     with pytest.raises(ValueError, match="without item features.*item_features=.*train"):
         embed_new_items(tmp_path / "run", np.zeros((1, 0)), [[0]])
 

@@ -3,48 +3,23 @@ a run with a small seeded model, and the full recompute every update is compared
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-import torch
 
-from pinsage_ray import _io
 from pinsage_ray.data.synthetic import SyntheticConfig, generate_synthetic
 from pinsage_ray.graph import GraphStore, prepare
 from pinsage_ray.inference import layerwise
 from pinsage_ray.inference.pipeline import embed
-from pinsage_ray.model import ModelConfig, PinSageEncoder
+from pinsage_ray.model import PinSageEncoder
 from pinsage_ray.recommender import build_index
 from pinsage_ray.sampling import LocalWalker
 from pinsage_ray.update.layers import node_ids
 
 NEIGHBORS = {"num_walks": 20, "walk_length": 2, "restart_prob": 0.5, "top_t": 6}
 SEED = 1234567  # embed's default inference seed
-
-
-def make_run(graph: str, run, *, seed: int = 0) -> PinSageEncoder:
-    """A run holding a seeded (untrained) model with id vectors and id_skip, as ``train``
-    leaves it; the update must treat trained and untrained weights alike."""
-    store = GraphStore(graph)
-    torch.manual_seed(seed)
-    cfg = ModelConfig(num_items=store.num_items, feature_dim=store.feature_dim, hidden_dim=16,
-                      embedding_dim=8, num_layers=2, use_id_embedding=True, id_skip=True)
-    enc = PinSageEncoder(cfg)
-    torch.nn.init.normal_(enc.input_proj.id_embedding.weight, std=0.25)
-    enc.eval()
-    model_dir = run / "model"
-    model_dir.mkdir(parents=True)
-    buf = io.BytesIO()
-    torch.save(enc.state_dict(), buf)
-    (model_dir / "model.pt").write_bytes(buf.getvalue())
-    fs, _ = _io.resolve(str(model_dir))
-    _io.write_json(fs, str(model_dir / "model.json"), {
-        "model_config": cfg.to_dict(), "train_config": {"neighbors": NEIGHBORS},
-        "graph_dir": graph, "epoch": 0})
-    return enc
 
 
 def split_day(seed: int = 3) -> dict:
@@ -92,21 +67,23 @@ def full_recompute(version, training_graph: str, enc: PinSageEncoder) -> np.ndar
 
 
 
-def base_run(base) -> dict:
-    """Prepare, embed and index the base of :func:`split_day` under ``base``."""
+def base_run(base, make_run) -> dict:
+    """Prepare, embed and index the base of :func:`split_day` under ``base``, with a seeded
+    untrained model with id vectors and id_skip (``make_run``: the ``untrained_run``
+    fixture; the update must treat trained and untrained weights alike)."""
     day = split_day()
     graph = str(base / "graph")
     prepare(day["base"], graph, item_features=day["base_feats"])
-    enc = make_run(graph, base / "run")
+    enc = make_run(graph, base / "run", neighbors=NEIGHBORS)
     embed(base / "run", mode="local")
     build_index(base / "run")
     return {"day": day, "run": base / "run", "graph": graph, "enc": enc, "tmp": base}
 
 
 @pytest.fixture(scope="module")
-def update_base(tmp_path_factory) -> dict:
+def update_base(tmp_path_factory, untrained_run) -> dict:
     """A fresh embedded and indexed base run per test module (updates change it)."""
-    return base_run(tmp_path_factory.mktemp("update"))
+    return base_run(tmp_path_factory.mktemp("update"), untrained_run)
 
 
 @pytest.fixture(scope="session")
