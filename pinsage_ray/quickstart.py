@@ -39,7 +39,7 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
             print(message % values, file=sys.stderr, flush=True)
 
     from pinsage_ray.data import SyntheticConfig, generate_synthetic
-    from pinsage_ray.graph import GraphStore, prepare
+    from pinsage_ray.graph import prepare
     from pinsage_ray.inference.pipeline import embed
     from pinsage_ray.ray_utils import init_ray
     from pinsage_ray.recommender import Recommender, build_index
@@ -79,8 +79,7 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
 
     step("5/5 evaluating and recommending")
     rec = Recommender.load(run_dir)
-    labels = dict(zip(GraphStore(graph_dir).item_ids.to_pylist(),
-                      np.asarray(GraphStore(graph_dir).labels()).tolist()))
+    labels = dict(zip(store.item_ids.to_pylist(), np.asarray(store.labels()).tolist()))
     rng = np.random.default_rng(seed)
     probes = rng.choice(np.asarray(list(labels)), 200, replace=False).tolist()
     rows = rec.similar_items_batch(probes, k=10)
@@ -90,7 +89,7 @@ def run_quickstart(workdir: str | os.PathLike, *, num_items: int = 5_000,
         "val_hit_at_10": round(result.best.get("val_hit_at_10", float("nan")), 4),
         "related_items_same_community": round(float(same), 4),
         "baselines_same_community": {name: round(v, 4) for name, v in baseline_same_community(
-            GraphStore(graph_dir), probes, k=10).items()},
+            store, probes, k=10).items()},
         "chance": round(1.0 / cfg.num_communities, 4),
         "embed_seconds": round(emb.seconds, 2),
     }
