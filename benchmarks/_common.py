@@ -80,7 +80,10 @@ def _git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
                               capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Results written by an earlier benchmark in the same session are not code: a
+        # changed results/ or RESULTS.md does not make the measured commit dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!benchmarks/results", ":!benchmarks/RESULTS.md"],
                                cwd=REPO, check=True, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return head + ("+dirty" if dirty else "")
