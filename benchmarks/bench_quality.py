@@ -125,8 +125,16 @@ def _variant_rows(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _full(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with every field TrainConfig fills in (the presets give only what differs)."""
+    from pinsage_ray.training import TrainConfig
+
+    return {**TrainConfig.from_dict(cfg).to_dict(), **cfg}
+
+
 def _loss_words(cfg: dict[str, Any]) -> str:
-    if cfg.get("loss", "max_margin") == "softmax":
+    cfg = _full(cfg)
+    if cfg["loss"] == "softmax":
         return f"sampled-softmax loss (temperature {cfg['temperature']})"
     return f"max-margin loss (margin {cfg['margin']})"
 
@@ -164,6 +172,7 @@ def _protocol_of(key: str) -> str:
 
 
 def _schedule_words(cfg: dict[str, Any]) -> str:
+    cfg = _full(cfg)
     per = (f"{cfg['batches_per_epoch']} batches" if cfg["batches_per_epoch"]
            else "one pass over the training examples")
     groups = (f", {cfg.get('group_queries', 0):.0%} group-context examples"
