@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from pinsage_ray import _io
 from pinsage_ray.data.types import RawDataset
+from pinsage_ray.graph.edges import csr_arrays, degree_stats, encode_ids, merge_edges
 from pinsage_ray.graph import inputs
 from pinsage_ray.graph.inputs import InputError
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
@@ -128,17 +129,17 @@ def prepare(
             table = table.filter(positive)
             if table.num_rows == 0:
                 raise InputError(f"{origin}: every row has weight 0; nothing to build a graph from")
-    item_ids, item_codes = _encode(table.column("item"))
+    item_ids, item_codes = encode_ids(table.column("item"))
     feature_only = 0
     if feats is not None:
         extra = inputs.feature_only_items(feats, item_ids, feats_origin)
         feature_only = len(extra)
         if feature_only:
             # Re-encode over the union so contiguous ids stay in sorted order of original ids.
-            union_ids, codes = _encode(pa.concat_arrays([item_ids, extra]))
+            union_ids, codes = encode_ids(pa.concat_arrays([item_ids, extra]))
             item_codes = codes[:len(item_ids)][item_codes]
             item_ids = union_ids
-    group_ids, group_codes = _encode(table.column("group"))
+    group_ids, group_codes = encode_ids(table.column("group"))
     n_items, n_groups = len(item_ids), len(group_ids)
     weights = (table.column("weight").to_numpy().astype(np.float64)
                if "weight" in table.column_names else None)  # None: every row weighs 1
@@ -149,18 +150,18 @@ def prepare(
     # here on only integer codes are needed, so drop the table and every input array as soon
     # as the next stage has what it needs.
     del table
-    edges, report = _merge_edges(item_codes, group_codes, weights, times, n_groups)
+    edges, report = merge_edges(item_codes, group_codes, weights, times, n_groups)
     del item_codes, group_codes, weights, times
     report["rows_read"] = rows_kept + zero_rows
     report["zero_weight_rows_dropped"] = int(zero_rows)
 
     arrays: dict[str, np.ndarray] = {}
-    arrays.update(_csr("item", edges["item"], edges["group"], edges["weight"], n_items))
+    arrays.update(csr_arrays("item", edges["item"], edges["group"], edges["weight"], n_items))
     # Edges are sorted by (item, group), so a stable sort by group alone orders them by
     # (group, item); with timestamps, a group's items go in time order (input order on ties).
     order = (np.lexsort((edges.pop("first_row"), edges["time"], edges["group"]))
              if has_times else np.argsort(edges["group"], kind="stable"))
-    arrays.update(_csr("group", edges["group"][order], edges["item"][order],
+    arrays.update(csr_arrays("group", edges["group"][order], edges["item"][order],
                        edges["weight"][order], n_groups))
     if has_times:
         arrays["group_times"] = edges["time"][order]
@@ -187,7 +188,7 @@ def prepare(
         "weighted": bool(np.any(edges["weight"] != 1.0)),
         "item_id_type": str(item_ids.type),
         "group_id_type": str(group_ids.type),
-        "stats": {"item_degree": _stats(deg_i), "group_degree": _stats(deg_g)},
+        "stats": {"item_degree": degree_stats(deg_i), "group_degree": degree_stats(deg_g)},
         "report": report,
         "files": {},
     }
@@ -210,58 +211,6 @@ def prepare(
         report["zero_weight_rows_dropped"],
         manifest["prepare_seconds"])
     return GraphStore(graph_dir)
-
-
-def _encode(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """Sorted unique ids and the contiguous code of every row."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_integer(column.type):
-        uniq, codes = np.unique(column.to_numpy(), return_inverse=True)
-        return pa.array(uniq.astype(np.int64)), codes.astype(np.int64)
-    if pa.types.is_large_string(column.type):
-        column = column.cast(pa.string())
-    uniq = pc.unique(column)
-    uniq = uniq.take(pc.sort_indices(uniq))
-    codes = pc.index_in(column, value_set=uniq).to_numpy().astype(np.int64)
-    return uniq, codes
-
-
-def _merge_edges(items: np.ndarray, groups: np.ndarray, weights: np.ndarray | None,
-                 times: np.ndarray | None, n_groups: int) -> tuple[dict, dict]:
-    """Merge duplicate (item, group) rows: weights add (``None``: each row weighs 1), the
-    earliest timestamp is kept. Edges come out sorted by (item, group)."""
-    key = items * np.int64(n_groups) + groups
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    if weights is None:  # rows per edge
-        w = np.diff(np.append(starts, len(key))).astype(np.float32)
-    else:
-        w = np.add.reduceat(weights[order], starts).astype(np.float32)
-    report = {"duplicate_rows_merged": int(len(key) - len(starts))}
-    key = key[starts]
-    edges = {"item": key // n_groups, "group": key % n_groups, "weight": w}
-    del key
-    if times is not None:
-        edges["first_row"] = order[starts]  # stable sort: the first input row of each edge
-        edges["time"] = np.minimum.reduceat(times[order], starts)
-    return edges, report
-
-
-def _csr(side: str, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
-         n_rows: int) -> dict[str, np.ndarray]:
-    """CSR arrays from edges already sorted by row."""
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return {f"{side}_indptr": indptr, f"{side}_indices": cols.astype(np.int64, copy=False),
-            f"{side}_weights": weights.astype(np.float32, copy=False)}
-
-
-def _stats(deg: np.ndarray) -> dict[str, float]:
-    if len(deg) == 0:
-        return {"min": 0, "median": 0, "mean": 0, "max": 0}
-    return {"min": int(deg.min()), "median": float(np.median(deg)),
-            "mean": round(float(deg.mean()), 4), "max": int(deg.max())}
 
 
 def _known_rows(meta: pa.Table, item_ids: pa.Array) -> pa.Table:

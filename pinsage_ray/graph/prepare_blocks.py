@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 
 from pinsage_ray.graph import inputs
 from pinsage_ray.graph.inputs import InputError
-from pinsage_ray.graph.prepare import _encode, _merge_edges
+from pinsage_ray.graph.edges import encode_ids, merge_edges
 from pinsage_ray.graph.sources import Source
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def encode_groups(table: pa.Table, offset: int) -> tuple[pa.Table, pa.Array]:
     The block holds every row of its groups (a sorted block, see ``prepare_ray``), so its
     distinct ids are a contiguous run of the global sorted ids, starting at ``offset``.
     """
-    ids, codes = _encode(table.column("group"))
+    ids, codes = encode_ids(table.column("group"))
     out = table.drop_columns(["group"]).append_column("gcode", pa.array(codes + offset))
     return out, ids
 
@@ -186,13 +186,13 @@ def encode_groups(table: pa.Table, offset: int) -> tuple[pa.Table, pa.Array]:
 def encode_items_and_merge(table: pa.Table, offset: int, n_groups: int,
                            weighted: bool) -> tuple[pa.Table, pa.Array, dict]:
     """Encode ``item`` (marker rows, ``gcode == -1``, add feature-only items) and merge
-    duplicate (item, group) edges with the local engine's ``_merge_edges``.
+    duplicate (item, group) edges with the local engine's ``merge_edges``.
 
     Returns the merged edges sorted by (icode, gcode) with ``w`` (float32) and, with
     timestamps, ``t`` (earliest) and ``fseq`` (``seq`` of the edge's first row); the block's
     distinct item ids; and counts (``rows``, ``edges``, ``items_with_edges``, ``lo``, ``hi``).
     """
-    ids, codes = _encode(table.column("item"))
+    ids, codes = encode_ids(table.column("item"))
     real = table.column("gcode").to_numpy() >= 0
     seq = table.column("seq").to_numpy()[real]
     order = np.argsort(seq, kind="stable")  # input order, as the local table has it
@@ -201,7 +201,7 @@ def encode_items_and_merge(table: pa.Table, offset: int, n_groups: int,
     w = table.column("w").to_numpy()[real][order] if weighted else None
     has_t = "t" in table.column_names
     t = table.column("t").to_numpy()[real][order] if has_t else None
-    edges, report = _merge_edges(icode, gcode, w, t, n_groups)
+    edges, report = merge_edges(icode, gcode, w, t, n_groups)
     out = {"icode": edges["item"], "gcode": edges["group"], "w": edges["weight"]}
     if has_t:
         out["t"] = edges["time"]

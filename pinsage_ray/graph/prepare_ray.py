@@ -14,7 +14,7 @@
    are a run of the sorted ids, and their counts give every block its offset.
 3. **Encode items and merge edges**: the same with a sort by item, with one marker row per
    feature item so feature-only items get their ids in order; each block then merges its
-   duplicate (item, group) rows with the local engine's ``_merge_edges`` (rows in input
+   duplicate (item, group) rows with the local engine's ``merge_edges`` (rows in input
    order, so the float sums are bit-identical).
 4. **Group order**: Ray Data's ``sort`` of the merged edges by (group, time, first row) or
    (group, item), the local engine's group CSR order.
@@ -57,7 +57,7 @@ from pinsage_ray.data.types import RawDataset
 from pinsage_ray.graph import inputs
 from pinsage_ray.graph import prepare_blocks as blocks
 from pinsage_ray.graph.inputs import InputError
-from pinsage_ray.graph.prepare import _stats
+from pinsage_ray.graph.edges import degree_stats
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
             files[f"{side}_ids.parquet"] = _io.write_parquet(
                 out_fs, _io.join(tmp, f"{side}_ids.parquet"), pa.table({"id": ids}))
         manifest["weighted"] = any_weight
-        manifest["stats"] = {"item_degree": _stats(item_deg), "group_degree": _stats(group_deg)}
+        manifest["stats"] = {"item_degree": degree_stats(item_deg), "group_degree": degree_stats(group_deg)}
         manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
         _io.write_json(out_fs, _io.join(tmp, "manifest.json"), manifest)
     logger.info("prepared %s on Ray: %d items (%d feature-only), %d groups, %d edges from %d "

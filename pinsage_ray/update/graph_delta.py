@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from pinsage_ray import _io
 from pinsage_ray.graph import inputs
 from pinsage_ray.graph.inputs import InputError
-from pinsage_ray.graph.prepare import _csr, _merge_edges, _stats
+from pinsage_ray.graph.edges import csr_arrays, degree_stats, merge_edges
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
 
 logger = logging.getLogger(__name__)
@@ -163,9 +163,9 @@ def merge_graph(store: GraphStore, table: pa.Table, origin: str, feats: pa.Table
     if store.has_timestamps:
         times = np.concatenate([old["time"][keep],
                                 table.column("timestamp").cast(pa.int64()).to_numpy()])
-    edges, report = _merge_edges(items, groups, weights, times, g)
+    edges, report = merge_edges(items, groups, weights, times, g)
     arrays: dict[str, np.ndarray] = {}
-    arrays.update(_csr("item", edges["item"], edges["group"], edges["weight"], n))
+    arrays.update(csr_arrays("item", edges["item"], edges["group"], edges["weight"], n))
     if times is not None:
         # Input order = old edges in their group-CSR order, then the new rows: the same
         # (time, input order) tie-break prepare applies.
@@ -175,7 +175,7 @@ def merge_graph(store: GraphStore, table: pa.Table, origin: str, feats: pa.Table
         order = np.lexsort((order_key, edges["time"], edges["group"]))
     else:
         order = np.argsort(edges["group"], kind="stable")
-    arrays.update(_csr("group", edges["group"][order], edges["item"][order],
+    arrays.update(csr_arrays("group", edges["group"][order], edges["item"][order],
                        edges["weight"][order], g))
     if times is not None:
         arrays["group_times"] = edges["time"][order]
@@ -216,7 +216,7 @@ def merge_graph(store: GraphStore, table: pa.Table, origin: str, feats: pa.Table
         "num_items": n, "num_groups": g, "num_edges": int(len(edges["item"])),
         "feature_only_items": int(((deg_i == 0) & ~removed).sum()),
         "removed_items": int(removed.sum()), "weighted": weighted,
-        "stats": {"item_degree": _stats(deg_i), "group_degree": _stats(deg_g)},
+        "stats": {"item_degree": degree_stats(deg_i), "group_degree": degree_stats(deg_g)},
         "report": {**report, "rows_read": int(table.num_rows)},
         "updated_from": store.uri, "files": {},
     }
