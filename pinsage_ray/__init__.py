@@ -25,9 +25,10 @@ _EXPORTS = {
     "GraphStore": "pinsage_ray.graph", "InputError": "pinsage_ray.graph",
     "PartitionBook": "pinsage_ray.graph", "prepare": "pinsage_ray.graph",
     "embed": "pinsage_ray.inference.pipeline",
-    "load_embeddings": "pinsage_ray.inference.pipeline",
+    "load_embeddings": "pinsage_ray.inference.embeddings_io",
     "init_ray": "pinsage_ray.ray_utils",
     "Recommender": "pinsage_ray.recommender", "build_index": "pinsage_ray.recommender",
+    "load_index": "pinsage_ray.index",
     "LocalWalker": "pinsage_ray.sampling", "Neighborhood": "pinsage_ray.sampling",
     "WalkService": "pinsage_ray.sampling", "open_walker": "pinsage_ray.sampling",
     "TrainConfig": "pinsage_ray.training", "TrainResult": "pinsage_ray.training",
@@ -38,8 +39,10 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from pinsage_ray.graph import GraphStore, InputError, PartitionBook, prepare
-    from pinsage_ray.inference.pipeline import embed, load_embeddings
+    from pinsage_ray.inference.embeddings_io import load_embeddings
+    from pinsage_ray.inference.pipeline import embed
     from pinsage_ray.ray_utils import init_ray
+    from pinsage_ray.index import load_index
     from pinsage_ray.recommender import Recommender, build_index
     from pinsage_ray.sampling import LocalWalker, Neighborhood, WalkService, open_walker
     from pinsage_ray.training import TrainConfig, TrainResult, train

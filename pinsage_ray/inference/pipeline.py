@@ -7,7 +7,10 @@ Ray Data pass (``map_batches`` over item-id batches, an actor pool holding the m
   ``t0 = ReLU(Q_0 h0 + q_0)`` of the first convolution (the "map" of the next layer);
 * pass k (1..K) gathers, *by item id*, ``t_{k-1}`` of each item's importance neighbours and the
   item's own ``h_{k-1}``, pools and combines them into ``h_k`` (and ``t_k`` for the next
-  layer); pass K finishes with the dense output layers and writes the embeddings.
+  layer); pass K finishes with the dense output layers and writes the embeddings: its input
+  rows are chunk numbers, so the actor computing chunk c (items ``[c * batch_size, ...)``)
+  writes Parquet part c itself and this process only collects the parts' checksums for
+  ``_manifest.json`` (part order is item order; no process holds every embedding).
 
 Layer outputs live on disk as :class:`~pinsage_ray.inference.vectors.VectorStore` parts, so
 no process holds a whole layer: memory per actor is one batch plus the parts it reads. The
@@ -27,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.inference import layerwise
+from pinsage_ray.inference.embeddings_io import EmbeddingsError, load_embeddings  # noqa: F401 (re-exported)
 from pinsage_ray.inference.model_io import (LoadedModel, load_model, neighbors_manifest,
                                             read_neighbor_rows, run_path, save_neighbors)
 from pinsage_ray.inference.vectors import VectorStore, write_part
@@ -76,7 +79,8 @@ def compute_neighbors(model: LoadedModel, *, num_shards: int = 0, seed: int = DE
 class _LayerPass:
     """One layer of inference for a batch of item ids (a Ray Data actor)."""
 
-    def __init__(self, run_dir: str, graph_dir: str, layer: int) -> None:
+    def __init__(self, run_dir: str, graph_dir: str, layer: int, out_dir: str | None = None,
+                 chunk_size: int = 0) -> None:
         import torch
 
         torch.set_num_threads(1)
@@ -93,13 +97,21 @@ class _LayerPass:
             self.t_prev = VectorStore(_io.join(self.layers_dir, f"t{layer - 1}"), self.n)
         if layer == self.num_layers:
             self.item_ids = store.item_ids
+        # the output pass: each input row is a chunk number c (items [c*chunk_size, ...)),
+        # written as embeddings part c, so part order is item order with no gather at the end
+        self.out_dir, self.chunk_size = out_dir, chunk_size
 
     def _rows(self, name: str, lo: int, hi: int) -> np.ndarray:
         fs, path = self.graph.fs, _io.join(self.graph.path, f"{name}.npy")
         return _io.read_npy_rows(fs, path, lo, hi)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
-        ids = np.sort(np.asarray(batch["id"], dtype=np.int64))
+        if self.chunk_size:
+            (chunk,) = np.asarray(batch["id"], dtype=np.int64)  # batch_size=1: one chunk
+            ids = np.arange(chunk * self.chunk_size,
+                            min((chunk + 1) * self.chunk_size, self.n), dtype=np.int64)
+        else:
+            ids = np.sort(np.asarray(batch["id"], dtype=np.int64))
         lo, hi = int(ids[0]), int(ids[-1]) + 1
         if self.layer in (0, self.num_layers):
             deg = np.diff(self._rows("item_indptr", lo, hi + 1))[ids - lo]
@@ -120,8 +132,13 @@ class _LayerPass:
                        layerwise.transform_rows(self.encoder, self.layer, h))
             return {"id": ids}
         emb = layerwise.output_layer_rows(self.encoder, h, node_ids)
-        return pa.table({"id": ids, "item": self.item_ids.take(pa.array(ids)),
-                         "embedding": _list_column(emb)})
+        table = pa.table({"item": self.item_ids.take(pa.array(ids)),
+                          "embedding": _list_column(emb)})
+        name = f"part-{int(chunk):05d}.parquet"  # a retried chunk rewrites its own part
+        fs, _ = _io.resolve(self.out_dir)
+        meta = _io.write_parquet(fs, _io.join(self.out_dir, name), table)
+        return {"chunk": [int(chunk)], "name": [name], "rows": [len(ids)],
+                "bytes": [meta["bytes"]], "sha256": [meta["sha256"]]}
 
 
 def _list_column(emb: np.ndarray) -> pa.Array:
@@ -166,18 +183,15 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
         mode = "local" if store.num_items <= LOCAL_MAX_ITEMS else "ray"
     nb_dir = compute_neighbors(model, num_shards=num_shards, seed=seed)
     out_dir = run_path(run_dir, "embeddings")
-    if mode == "local":
-        table = _embed_local(model, store, nb_dir, show_progress)
-        tables = [table]
-    else:
-        tables = _embed_ray(model, store, batch_size, num_actors, show_progress)
     with _io.atomic_directory(out_dir, overwrite=True) as tmp:
         fs, _ = _io.resolve(out_dir)
-        files = {}
-        for k, t in enumerate(tables):
-            name = f"part-{k:05d}.parquet"
-            files[name] = _io.write_parquet(fs, _io.join(tmp, name), t)
-        count = sum(t.num_rows for t in tables)
+        if mode == "local":
+            table = _embed_local(model, store, nb_dir, show_progress)
+            files = {"part-00000.parquet": _io.write_parquet(
+                fs, _io.join(tmp, "part-00000.parquet"), table)}
+        else:  # the actors write the parts; this process sees their checksums only
+            files = _embed_ray(model, store, batch_size, num_actors, show_progress, tmp)
+        count = store.num_items
         _io.write_json(fs, _io.join(tmp, "_manifest.json"), {
             "count": count, "dim": model.encoder.embedding_dim, "seed": seed, "mode": mode,
             "model_epoch": model.meta.get("epoch"), "graph_dir": model.graph_dir,
@@ -223,8 +237,10 @@ def _embed_local(model: LoadedModel, store: GraphStore, nb_dir: str,
     return pa.table({"item": store.item_ids, "embedding": _list_column(emb)})
 
 
-def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int,
-               num_actors: int, show_progress: bool = False) -> list[pa.Table]:
+def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int, num_actors: int,
+               show_progress: bool, out_dir: str) -> dict[str, dict[str, Any]]:
+    """K + 1 Ray Data passes; the last writes embeddings part c (items ``[c * batch_size,
+    ...)``) into ``out_dir`` from the actor that computed it. Returns the manifest's files."""
     import ray
     import ray.data
     from tqdm import tqdm
@@ -235,27 +251,39 @@ def _embed_ray(model: LoadedModel, store: GraphStore, batch_size: int,
     if not ray_console_on():  # Ray Data's bars name its operators: show one bar per pass
         ray.data.DataContext.get_current().enable_progress_bars = False
     _fresh_layers_dir(model)
-    out: list[pa.Table] = []
+    files: dict[str, dict[str, Any]] = {}
     passes = tqdm(range(model.encoder.num_layers + 1), desc="embed (Ray Data passes)",
                   unit="layer", disable=not show_progress or ray_console_on())
+    kwargs = {"run_dir": model.run_dir, "graph_dir": model.graph_dir}
+    options = {"batch_format": "numpy", "num_cpus": 0.5,
+               "compute": ray.data.ActorPoolStrategy(size=num_actors)}
     for layer in passes:
-        ds = ray.data.range(store.num_items).map_batches(
-            _LayerPass, fn_constructor_kwargs={"run_dir": model.run_dir,
-                                               "graph_dir": model.graph_dir, "layer": layer},
-            batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=0.5)
         if layer < model.encoder.num_layers:
+            ds = ray.data.range(store.num_items).map_batches(
+                _LayerPass, fn_constructor_kwargs={**kwargs, "layer": layer},
+                batch_size=batch_size, **options)
             done = [b["id"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
             _check_once(np.concatenate(done) if done else np.zeros(0, np.int64),
                         store.num_items, f"layer {layer}")
             logger.info("layer %d done for %d items", layer, store.num_items)
-        else:
-            out = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-                   for b in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
-    table = pa.concat_tables(out)
-    _check_once(table.column("id").to_numpy(), store.num_items, "output layer")
-    order = np.argsort(table.column("id").to_numpy())  # contiguous-id order: deterministic
-    return [table.take(pa.array(order)).drop_columns(["id"])]
+            continue
+        chunks = -(-store.num_items // batch_size)
+        ds = ray.data.range(chunks).map_batches(
+            _LayerPass, fn_constructor_kwargs={**kwargs, "layer": layer, "out_dir": out_dir,
+                                               "chunk_size": batch_size},
+            batch_size=1, **options)
+        written = {}
+        for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for c, name, rows, size, sha in zip(b["chunk"], b["name"], b["rows"], b["bytes"],
+                                                 b["sha256"]):
+                written[int(c)] = int(rows)
+                files[str(name)] = {"bytes": int(size), "sha256": str(sha)}
+        got = np.array(sorted(written), dtype=np.int64)
+        _check_once(got, chunks, "output layer (chunks)")
+        if sum(written.values()) != store.num_items:
+            raise RuntimeError(f"output layer: {sum(written.values())} rows written for "
+                               f"{store.num_items} items; rerun `pinsage-ray embed`")
+    return files
 
 
 def _check_once(ids: np.ndarray, num_items: int, what: str) -> None:
@@ -265,50 +293,3 @@ def _check_once(ids: np.ndarray, num_items: int, what: str) -> None:
         missing, twice = int((counts[:num_items] == 0).sum()), int((counts > 1).sum())
         raise RuntimeError(f"{what}: {missing} of {num_items} items missing and {twice} "
                            "computed more than once; rerun `pinsage-ray embed`")
-
-
-def load_embeddings(run_dir: str | os.PathLike) -> tuple[pa.Array, np.ndarray]:
-    """``(original item ids, float32 (N, D))`` from ``run_dir/embeddings``.
-
-    Checked before use: ``_manifest.json`` parses; every part it lists exists with the size
-    and sha256 recorded when ``embed`` wrote it (so a truncated or bit-flipped part is caught
-    even where it would still parse); the parts hold ``count`` rows of ``dim`` values.
-
-    Raises:
-        FileNotFoundError: no embeddings yet.
-        EmbeddingsError: naming the damaged file; re-running ``pinsage-ray embed`` fixes it.
-    """
-    fs, path = _io.resolve(run_path(run_dir, "embeddings"))
-    manifest_path = _io.join(path, "_manifest.json")
-    if not _io.exists(fs, manifest_path):
-        raise FileNotFoundError(f"{path}: no embeddings; run `pinsage-ray embed RUN_DIR` first")
-    fix = f"re-run `pinsage-ray embed {run_dir}`"
-    try:
-        manifest = _io.read_json(fs, manifest_path)
-        files, count, dim = manifest["files"], int(manifest["count"]), int(manifest["dim"])
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise EmbeddingsError(f"{manifest_path}: unreadable ({type(err).__name__}: {err}); "
-                              f"{fix}") from None
-    tables = []
-    for name in sorted(files):
-        part = _io.join(path, name)
-        _io.verify_file(fs, part, files[name], fix, error=EmbeddingsError)
-        try:
-            tables.append(pq.read_table(part, filesystem=fs))
-        except (pa.ArrowException, OSError, ValueError) as err:
-            raise EmbeddingsError(f"{part}: not a readable Parquet file ({err}); {fix}") from None
-    table = pa.concat_tables(tables) if tables else None
-    if table is None or table.num_rows != count or not {"item", "embedding"} <= set(
-            table.column_names):
-        raise EmbeddingsError(f"{path}: parts hold {0 if table is None else table.num_rows} rows "
-                              f"(columns item, embedding expected), manifest says {count}; {fix}")
-    values = table.column("embedding").combine_chunks().flatten()
-    if len(values) != count * dim:
-        raise EmbeddingsError(f"{path}: {len(values)} values for {count} x {dim} embeddings; "
-                              f"{fix}")
-    emb = values.to_numpy(zero_copy_only=False).reshape(count, dim).astype(np.float32)
-    return table.column("item").combine_chunks(), emb
-
-
-class EmbeddingsError(ValueError):
-    """``run_dir/embeddings`` is incomplete or corrupted; re-run ``pinsage-ray embed``."""
