@@ -244,6 +244,10 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["auto", "hnsw", "exact"], default="auto",
                    help="auto (default): exact search where it is faster than HNSW or HNSW "
                    "cannot reach the target recall")
+    p.add_argument("--partitions", type=int, default=1,
+                   help="P > 1: one index per 1/P of the items, built in parallel as Ray tasks "
+                   "that each read only their rows; queries fan out and merge exactly "
+                   "(for embeddings that should not meet in one process)")
 
 
 @command("index", _index_args)
@@ -256,7 +260,7 @@ def _index(args: argparse.Namespace) -> int:
 
     cfg = HNSWConfig(space=args.space, M=args.M, ef_construction=args.ef_construction,
                      ef=args.ef, target_recall=args.target_recall, search=args.search)
-    index = build_index(args.run_dir, cfg, show_progress=True)
+    index = build_index(args.run_dir, cfg, partitions=args.partitions, show_progress=True)
     print(index_summary(index, run_path(args.run_dir, "index"), args.run_dir, args.log_handler))
     return 0
 

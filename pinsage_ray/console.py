@@ -293,6 +293,16 @@ def embed_summary(res, run_dir: str, file: DeferredFileHandler | None) -> str:
 def index_summary(index, path: str, run_dir: str, file: DeferredFileHandler | None) -> str:
     """What ``pinsage-ray index`` built and the next command (with a real item id)."""
     m = index.manifest
+    if m.get("kind") == "partitioned":  # one line for the whole, one per partition
+        parts = [f"  partition {p}: {pm['count']} items, {pm['search']} search, ef={pm['ef']}, "
+                 f"recall@{pm.get('k_for_recall', 10)} {pm.get('recall_at_k') or float('nan'):.3f}"
+                 for p, pm in enumerate(m["parts"])]
+        example = index.ids[0].item() if hasattr(index.ids[0], "item") else index.ids[0]
+        return "\n".join([
+            f"index: {len(index)} items in {len(parts)} partitions (fan-out queries, exact "
+            f"top-k merge), {m.get('space')} space", *parts,
+            f"  index: {path}", f"  logs:  {where_logs_are(file)}",
+            next_command("recommend", run_dir, "--item", example)])
     recall = m.get("hnsw_recall_at_k", m.get("recall_at_k"))
     example = index.ids[0].item() if hasattr(index.ids[0], "item") else index.ids[0]
     hnsw = (f"held-out recall@{m.get('k_for_recall', 10)} {recall:.3f} against exact search"

@@ -30,23 +30,24 @@ from pinsage_ray.inference.model_io import run_path
 logger = logging.getLogger(__name__)
 
 
-def build_index(run_dir: str | os.PathLike, config: Any = None, *,
-                show_progress: bool | None = None) -> Any:
+def build_index(run_dir: str | os.PathLike, config: Any = None, *, partitions: int = 1,
+                engine: str = "ray", show_progress: bool | None = None) -> Any:
     """Build and save ``run_dir/index`` from ``run_dir/embeddings``; returns the index.
 
     ``run_dir`` may be a URI (``s3://...``): the index is built in memory, written to a local
-    temp dir and uploaded with its manifest last (:meth:`HNSWIndex.save`). ``show_progress``:
-    a progress bar on stderr; None (default): when stderr is a terminal
-    (:func:`pinsage_ray.console.progress_default`).
+    temp dir and uploaded with its manifest last (:meth:`HNSWIndex.save`). ``partitions=P > 1``
+    builds a :class:`~pinsage_ray.index.PartitionedIndex` instead: one index per contiguous
+    range of the embeddings, built in parallel as Ray tasks (``engine="ray"``) that each read
+    only their own rows, queried by fan-out with an exact top-k merge
+    (:mod:`pinsage_ray.inference.index_build`). ``show_progress``: a progress bar on stderr;
+    None (default): when stderr is a terminal (:func:`pinsage_ray.console.progress_default`).
     """
     from pinsage_ray.console import progress_default
-    from pinsage_ray.index import HNSWConfig, HNSWIndex
-    from pinsage_ray.inference.pipeline import load_embeddings
+    from pinsage_ray.index import HNSWConfig
+    from pinsage_ray.inference.index_build import build_run_index
 
-    ids, emb = load_embeddings(run_dir)
-    index = HNSWIndex.build(emb, ids.to_numpy(zero_copy_only=False), config or HNSWConfig(),
-                            show_progress=progress_default(show_progress))
-    index.save(run_path(run_dir, "index"))
+    index = build_run_index(run_dir, config or HNSWConfig(), partitions=partitions,
+                            engine=engine, show_progress=progress_default(show_progress))
     logger.info("index: %d items, %s search, ef=%d, recall@10=%.3f", len(index), index.search,
                 index.ef, index.recall_at_k or float("nan"))
     return index
@@ -77,8 +78,8 @@ class Recommender:
                 from other embeddings than ``run_dir/embeddings``.
             EmbeddingsError: an embeddings part is truncated or corrupted.
         """
-        from pinsage_ray.index import HNSWIndex, IndexIntegrityError
-        from pinsage_ray.inference.pipeline import load_embeddings
+        from pinsage_ray.index import IndexIntegrityError, load_index
+        from pinsage_ray.inference.embeddings_io import load_embeddings
 
         from pinsage_ray import _io
 
@@ -91,7 +92,7 @@ class Recommender:
             raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
         fix = f"rebuild it with `pinsage-ray index {run_dir}`"
         try:  # checksums and structure are verified before hnswlib reads the file
-            index = HNSWIndex.load(path, ef=ef)
+            index = load_index(path, ef=ef)
         except IndexIntegrityError as err:
             raise IndexIntegrityError(f"{err}; {fix}") from None
         ids, emb = load_embeddings(run_dir)

@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 FORMAT_VERSION = 1
 INDEX_FILE = "index.bin"
 MANIFEST_FILE = "manifest.json"
+#: ``manifest.json["kind"]`` of a :class:`~pinsage_ray.index.partitioned.PartitionedIndex`.
+PARTITIONED_KIND = "partitioned"
 IDS_NPY = "ids.npy"
 IDS_PARQUET = "ids.parquet"
 
@@ -124,6 +126,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise IndexIntegrityError(f"{path}: manifest is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise IndexIntegrityError(f"{path}: manifest must be a JSON object, got {type(manifest).__name__}")
+    if manifest.get("kind") == PARTITIONED_KIND:
+        raise IndexIntegrityError(f"{directory} is a partitioned index (one HNSW index per "
+                                  "partition); load it with pinsage_ray.index.load_index")
     for key, types in _MANIFEST_TYPES.items():
         value = manifest.get(key)
         if not isinstance(value, types) or isinstance(value, bool):
@@ -252,9 +257,10 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
-        for child in tmp.iterdir():
-            with open(child, "rb") as fh:
-                os.fsync(fh.fileno())
+        for root, _, names in os.walk(tmp):  # a partitioned index nests one dir per part
+            for name in names:
+                with open(os.path.join(root, name), "rb") as fh:
+                    os.fsync(fh.fileno())
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)

@@ -120,3 +120,34 @@ def normalize_ids(ids: Any, n: int) -> np.ndarray:
         uniq, counts = np.unique(out.astype(str) if out.dtype == object else out, return_counts=True)
         raise ValueError(f"ids must be unique; duplicated: {uniq[counts > 1][:5].tolist()}")
     return out
+
+
+def exclusion_lists(exclude: Any, q: int, by: str, count: int) -> list[Any]:
+    """One exclusion per query, checked: a list of caller ids (``by='id'``) or an int64 array
+    of positions in ``[0, count)`` (``by='position'``)."""
+    if len(exclude) != q:
+        raise ValueError(f"exclude must hold one collection per query ({q}), got {len(exclude)}")
+    out: list[Any] = []
+    for items in exclude:
+        items = [] if items is None else list(np.asarray(list(items)).tolist())
+        if by == "position":
+            pos = np.asarray(items, dtype=np.int64)
+            if pos.size and (pos.min() < 0 or pos.max() >= count):
+                raise ValueError(f"exclude positions must be in [0, {count}), got "
+                                 f"{pos.min()}..{pos.max()}")
+            out.append(pos)
+        else:
+            out.append(items)
+    return out
+
+
+def query_matrix(vectors: Any, k: Any, exclude_by: str, dim: int) -> tuple[np.ndarray, bool]:
+    """Checked query arguments of an index: ``((Q, dim) float32 queries, whether the input
+    was one 1-D vector)``."""
+    single = np.ndim(vectors) == 1
+    q = as_matrix(np.atleast_2d(np.asarray(vectors, dtype=np.float32)), "vectors", dim)
+    if exclude_by not in ("id", "position"):
+        raise ValueError(f"exclude_by must be 'id' or 'position', got {exclude_by!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return q, single

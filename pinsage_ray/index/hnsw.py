@@ -29,7 +29,8 @@ from tqdm import tqdm  # not tqdm.auto: it warns at import in a notebook without
 
 from pinsage_ray.index import _hnsw_io as io
 from pinsage_ray.index._hnsw_io import IndexIntegrityError
-from pinsage_ray.index.config import EF_LADDER, HNSWConfig, as_matrix, check_int, normalize_ids
+from pinsage_ray.index.config import (EF_LADDER, HNSWConfig, as_matrix, check_int, exclusion_lists,
+                                      normalize_ids, query_matrix)
 from pinsage_ray.index.exact import SPACES, exact_topk
 from pinsage_ray.index.tuning import SEARCH_MODES, choose_search, held_out_split, tune_ef
 
@@ -258,18 +259,11 @@ class HNSWIndex:
         return labels.astype(np.int64), scores.astype(np.float32)
 
     def _exclude_positions(self, exclude: Sequence[Iterable[Any] | None], by: str, q: int) -> list[np.ndarray]:
-        if len(exclude) != q:
-            raise ValueError(f"exclude must hold one collection per query ({q}), got {len(exclude)}")
         out = []
-        for items in exclude:
-            items = [] if items is None else list(np.asarray(list(items)).tolist())
-            if by == "position":
-                pos = np.asarray(items, dtype=np.int64)
-                if pos.size and (pos.min() < 0 or pos.max() >= len(self)):
-                    raise ValueError(f"exclude positions must be in [0, {len(self)}), got {pos.min()}..{pos.max()}")
-            else:  # ids not in the index can never be returned, so they are simply ignored
-                pos = np.asarray([self._pos[i] for i in items if i in self._pos], dtype=np.int64)
-            out.append(np.unique(pos))
+        for items in exclusion_lists(exclude, q, by, len(self)):
+            if by == "id":  # ids not in the index can never be returned: simply ignored
+                items = np.asarray([self._pos[i] for i in items if i in self._pos], dtype=np.int64)
+            out.append(np.unique(items))
         return out
 
     def query(self, vectors: np.ndarray, k: int, exclude: Sequence[Iterable[Any] | None] | Iterable[Any] | None = None,
@@ -289,12 +283,7 @@ class HNSWIndex:
             best first (``(k,)`` each for 1-D input). Scores: cosine similarity, inner product or
             negative squared L2 distance.
         """
-        single = np.ndim(vectors) == 1
-        q = as_matrix(np.atleast_2d(np.asarray(vectors, dtype=np.float32)), "vectors", self.dim)
-        if exclude_by not in ("id", "position"):
-            raise ValueError(f"exclude_by must be 'id' or 'position', got {exclude_by!r}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        q, single = query_matrix(vectors, k, exclude_by, self.dim)
         ex = None
         if exclude is not None:
             ex = self._exclude_positions([exclude] if single else exclude, exclude_by, len(q))
@@ -390,19 +379,21 @@ class HNSWIndex:
         ``path`` may be a URI (``s3://...``): the files are written to a local temp dir and
         uploaded with ``manifest.json`` last (:func:`._hnsw_io.upload_index_dir`).
         """
-
-        def write(tmp: Path) -> None:
-            self._index.save_index(str(tmp / io.INDEX_FILE))
-            ids_file = io.write_ids(self._ids, tmp)
-            self._manifest.update(count=len(self), ids_file=ids_file, sha256={
-                io.INDEX_FILE: io.sha256_file(tmp / io.INDEX_FILE), ids_file: io.sha256_file(tmp / ids_file)})
-            io.write_manifest(tmp, self._manifest)
-
         if io.is_uri(path):  # hnswlib writes local files: save here, then upload
-            io.upload_index_dir(write, str(path))
+            io.upload_index_dir(self.write_files, str(path))
         else:
-            io.atomic_write_dir(Path(path), write)
+            io.atomic_write_dir(Path(path), self.write_files)
         logger.info("Saved HNSW index (%d items) to %s", len(self), path)
+
+    def write_files(self, directory: Path) -> None:
+        """Write the index's files into an existing empty local ``directory`` (not atomic:
+        :meth:`save` calls it on a temp directory)."""
+        self._index.save_index(str(directory / io.INDEX_FILE))
+        ids_file = io.write_ids(self._ids, directory)
+        self._manifest.update(count=len(self), ids_file=ids_file, sha256={
+            io.INDEX_FILE: io.sha256_file(directory / io.INDEX_FILE),
+            ids_file: io.sha256_file(directory / ids_file)})
+        io.write_manifest(directory, self._manifest)
 
     @classmethod
     def load(cls, path: str | Path, ef: int | None = None, num_threads: int = 1,

@@ -6,7 +6,9 @@ The embeddings are written in the layout ``embed`` writes (Parquet parts + a che
 The index (PinSage section 3.5; :class:`~pinsage_ray.index.HNSWIndex`) keeps position =
 contiguous item id. New items are appended (``add_items``), items whose embedding changed get
 their vector replaced in place (hnswlib re-links an existing label), removed items are marked
-deleted (hnswlib never returns them; exact search excludes them); when more than
+deleted (hnswlib never returns them; exact search excludes them); a partitioned index
+(:class:`~pinsage_ray.index.PartitionedIndex`) gets the same per partition, new items joining
+its last partition. When more than
 ``REBUILD_FRACTION`` of the vectors changed, a fresh build with the same settings is faster
 than re-linking them one by one, and replaces it. The recall check then runs
 again (:func:`pinsage_ray.index.tuning.tune_ef`): a seeded sample of live vectors as queries
@@ -25,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from pinsage_ray import _io
-from pinsage_ray.index import HNSWConfig, HNSWIndex
+from pinsage_ray.index import HNSWConfig, HNSWIndex, PartitionedIndex, load_index
 from pinsage_ray.index.config import EF_LADDER
 from pinsage_ray.index.tuning import tune_ef
 from pinsage_ray.inference.pipeline import _list_column
@@ -69,7 +71,7 @@ def update_index(base_index: str, out_dir: str, emb: np.ndarray, item_ids: pa.Ar
     if not os.path.isdir(base_index):
         raise FileNotFoundError(f"{base_index}: no index to update; run `pinsage-ray index "
                                 "RUN_DIR` first")
-    index = HNSWIndex.load(base_index)
+    index = load_index(base_index)
     ids = item_ids.to_numpy(zero_copy_only=False)
     if len(index) < n_old or index.ids[:n_old].tolist() != ids[:n_old].tolist():
         raise ValueError(f"{base_index}: its positions are not the graph's items in id order "
@@ -80,6 +82,34 @@ def update_index(base_index: str, out_dir: str, emb: np.ndarray, item_ids: pa.Ar
                          "Recommender.add_items beyond the graph; an update cannot keep them. "
                          "Rebuild the index (`pinsage-ray index RUN_DIR`) or add their "
                          "interactions and features to the update instead")
+    if isinstance(index, PartitionedIndex):  # each partition updated as one index is
+        off = index.offsets
+        ranges = [(int(lo), int(hi)) for lo, hi in zip(off[:-1], off[1:])]
+        ranges[-1] = (ranges[-1][0], len(emb))  # new items join the last partition
+        parts, reports = [], []
+        for part, (lo, hi) in zip(index.parts, ranges):
+            new, rep = _apply(part, emb[lo:hi], ids[lo:hi], min(n_old, hi) - lo,
+                              changed[lo:hi], removed[lo:hi])
+            parts.append(new)
+            reports.append(rep)
+        index = PartitionedIndex(parts, {k: v for k, v in index.manifest.items()
+                                         if k == "build"})
+        report = {k: sum(r[k] for r in reports) for k in ("added", "replaced", "deleted")}
+        sizes = [max(len(p), 1) for p in parts]
+        hnsw = [r.get("hnsw_recall_at_k") for r in reports]
+        report.update(rebuilt=any(r["rebuilt"] for r in reports), ef=index.ef,
+                      recall_at_k=index.recall_at_k, partitions=reports,
+                      hnsw_recall_at_k=None if None in hnsw else
+                      float(np.average(hnsw, weights=sizes)))
+    else:
+        index, report = _apply(index, emb, ids, n_old, changed, removed)
+    index.save(out_dir)
+    return report
+
+
+def _apply(index: HNSWIndex, emb: np.ndarray, ids: np.ndarray, n_old: int, changed: np.ndarray,
+           removed: np.ndarray) -> tuple[HNSWIndex, dict[str, Any]]:
+    """The change applied to one index whose positions are rows ``0..n_old-1`` of ``emb``."""
     already = np.zeros(len(emb), dtype=bool)
     already[index.deleted] = True
     rep = np.flatnonzero(changed[:n_old] & ~removed[:n_old])
@@ -98,8 +128,7 @@ def update_index(base_index: str, out_dir: str, emb: np.ndarray, item_ids: pa.Ar
         if len(gone):
             index.mark_deleted(ids[gone])
     report.update(_recheck(index, emb, removed))
-    index.save(out_dir)
-    return report
+    return index, report
 
 
 def _rebuild(old: HNSWIndex, emb: np.ndarray, ids: np.ndarray,

@@ -71,3 +71,30 @@ def test_ray_data_embed_across_nodes_equals_local(cluster, reference_run, tmp_pa
     ids, emb = load_embeddings(run)
     assert ids.equals(local_ids) and len(set(ids.to_pylist())) == 400
     assert np.abs(emb - local).max() < 1e-5
+    # the pool actor wrote one embeddings part per 100 items (nothing concatenated here)
+    assert sorted(p.name for p in (run / "embeddings").glob("part-*.parquet")) == \
+        [f"part-{c:05d}.parquet" for c in range(4)]
+
+
+def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp_path):
+    """``build_index(partitions=2)``: one Ray task per partition, each reading its own rows,
+    spread over the nodes; the fan-out answers equal exact search over every embedding."""
+    import json
+
+    from pinsage_ray.index import HNSWConfig, exact_topk
+    from pinsage_ray.inference.pipeline import embed, load_embeddings
+    from pinsage_ray.recommender import Recommender, build_index
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run[0], run, ignore=shutil.ignore_patterns("train"))
+    embed(run, mode="ray", batch_size=100, num_actors=1)
+    build_index(run, HNSWConfig(search="exact"), partitions=2, engine="ray")
+    build = json.loads((run / "index" / "manifest.json").read_text())["build"]
+    assert set(build["nodes"]) <= cluster.worker_ids() and len(build["nodes"]) == 2
+    ids, emb = load_embeddings(run)
+    rec = Recommender.load(run)
+    got = rec.similar_items_batch(ids.to_pylist()[:50], k=5)
+    truth, _ = exact_topk(emb[:50], emb, 6, "cosine")
+    for row, t, own in zip(got, truth, ids.to_pylist()[:50]):
+        want = [ids[int(j)].as_py() for j in t if ids[int(j)].as_py() != own][:5]
+        assert [i for i, _ in row] == want

@@ -8,17 +8,20 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pinsage_ray.index import HNSWConfig, HNSWIndex, exact_topk
+from pinsage_ray.index import HNSWConfig, HNSWIndex, PartitionedIndex, exact_topk, load_index
 from pinsage_ray.update import index_update
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 @pytest.mark.parametrize("changed_fraction, rebuilt", [(0.02, False), (0.5, True)])
-def test_update_index(tmp_path, changed_fraction, rebuilt):
+def test_update_index(tmp_path, changed_fraction, rebuilt, partitions):
     rng = np.random.default_rng(0)
     n_old, n = 600, 640
     old = rng.normal(size=(n_old, 16)).astype(np.float32)
-    HNSWIndex.build(old, np.arange(n_old) + 1000, HNSWConfig(search="hnsw")).save(
-        tmp_path / "base")
+    cfg = HNSWConfig(search="hnsw")
+    base = (HNSWIndex.build(old, np.arange(n_old) + 1000, cfg) if partitions == 1 else
+            PartitionedIndex.build(old, np.arange(n_old) + 1000, partitions, cfg))
+    base.save(tmp_path / "base")
     emb = np.concatenate([old, rng.normal(size=(n - n_old, 16)).astype(np.float32)])
     changed = np.zeros(n, dtype=bool)
     changed[rng.choice(n_old, int(changed_fraction * n_old), replace=False)] = True
@@ -30,12 +33,15 @@ def test_update_index(tmp_path, changed_fraction, rebuilt):
     report = index_update.update_index(str(tmp_path / "base"), str(tmp_path / "new"), emb, ids,
                                        n_old, changed, removed)
     assert report["rebuilt"] is rebuilt and report["deleted"] == 2
-    index = HNSWIndex.load(tmp_path / "new")
+    index = load_index(tmp_path / "new")
     assert index.ids.tolist() == ids.to_pylist()  # position = contiguous id, kept
+    if partitions > 1:  # each partition kept its rows; the new items joined the last one
+        assert type(index) is PartitionedIndex
+        assert [len(p) for p in index.parts] == [200, 200, 240]
     live = np.flatnonzero(~removed)
     truth, _ = exact_topk(emb[live], emb[live], 10, "cosine")
     for search in ("hnsw", "exact"):
-        got, _ = HNSWIndex.load(tmp_path / "new", search=search).query(emb[live], 10)
+        got, _ = load_index(tmp_path / "new", search=search).query(emb[live], 10)
         assert not np.isin(got, [1003, 1017]).any()
         recall = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got, live[truth] + 1000)])
         assert recall >= (0.999 if search == "exact" else 0.9), (search, recall)
