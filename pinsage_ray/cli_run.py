@@ -36,6 +36,9 @@ def serve_args(p: argparse.ArgumentParser) -> None:
                    "docs/serving.md)")
     p.add_argument("--access-log", action="store_true",
                    help="Serve's per-request access log lines (default: off)")
+    p.add_argument("--watch-updates", type=float, default=2.0, metavar="SECONDS",
+                   help="how often replicas check for a new version written by `pinsage-ray "
+                   "update` and switch to it with no restart (default: 2; 0: never)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -52,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
     url = start(args.run_dir, host=args.host, port=args.port, num_replicas=args.num_replicas,
                 ef=args.ef, address=args.address, haproxy=not args.no_haproxy,
                 throughput_optimized=not args.no_throughput_optimized,
-                access_log=args.access_log, api=args.api)
+                access_log=args.access_log, api=args.api, watch_updates=args.watch_updates)
     print(serve_summary(url, args.run_dir, args.num_replicas, where_logs_are(args.log_handler)),
           flush=True)
     wait_until_stopped()

@@ -29,6 +29,9 @@ def update_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-shards", type=int, default=0,
                    help="walk shards (Ray actors) for the affected items' walks; 0 (default): "
                    "in process, the same neighbourhoods")
+    p.add_argument("--keep-versions", type=int, default=2,
+                   help="versions kept after this one commits, itself included (older "
+                   "updates/vNNNN are deleted; the run itself always stays); default 2")
     for role in COLUMN_ROLES:
         p.add_argument(f"--{role}-col", metavar="NAME", dest=f"{role}_col",
                        help=f"the input's column of {role} (default: {role})")
@@ -54,7 +57,7 @@ def update(args: argparse.Namespace) -> int:
                if getattr(args, f"{role}_col", None)}
     result = update_run(args.run_dir, args.new_interactions, item_features=args.features,
                         remove_items=_remove_arg(args.remove_items), columns=columns or None,
-                        num_shards=args.num_shards)
+                        num_shards=args.num_shards, keep_versions=args.keep_versions)
     print(json.dumps(result.as_dict(), indent=2, default=str))
     hint("recommend", args.run_dir, "--item", "ITEM", note="answers now come from " + result.version)
     return 0

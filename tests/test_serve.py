@@ -272,6 +272,43 @@ def test_two_replicas_agree_and_refuse_additions(server, runs):
     assert status == 409 and "single replica" in body["error"]
 
 
+def load_during(url: str, items: list, action, *, clients: int = 2) -> tuple[list, list]:
+    """``clients`` threads ask ``/related`` for ``items`` in turn while ``action()`` runs (and
+    a second before and after): ``([(run header, item, status, body)], [broken requests])``."""
+    seen, failures, stop = [], [], threading.Event()
+
+    def load() -> None:
+        n = 0
+        while not stop.is_set():
+            item = items[n % len(items)]
+            n += 1
+            try:
+                status, body, headers = call(url, "/related", {"item": item, "k": 5})
+            except OSError as err:  # a dropped connection counts as a failure
+                failures.append(repr(err))
+                continue
+            seen.append((headers.get("x-pinsage-run"), item, status, body))
+
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        action()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    return seen, failures
+
+
+def wrong_answers(seen: list, expected: dict) -> list:
+    """Answers that failed or differ from the in-process answer of the run they name."""
+    return [(run, item, status) for run, item, status, body in seen
+            if status != 200 or not same(body["similar"], expected.get(run, {}).get(item))]
+
+
 def test_rolling_out_another_run_drops_no_request(server, runs):
     """Requests flow while run ``b`` replaces run ``a``: all succeed, each equals its run's."""
     from ray import serve
@@ -285,41 +322,59 @@ def test_rolling_out_another_run_drops_no_request(server, runs):
     # the runs answer differently, so an answer from the other run than the one a response
     # names fails the check below
     assert all(not same(expected[runs["a"]][i], expected[runs["b"]][i]) for i in items)
-    seen, failures, stop = [], [], threading.Event()
-
-    def load() -> None:
-        n = 0
-        while not stop.is_set():
-            item = items[n % len(items)]
-            n += 1
-            try:
-                status, body, headers = call(server["url"], "/related", {"item": item, "k": 5})
-            except OSError as err:  # a dropped connection counts as a failure
-                failures.append(repr(err))
-                continue
-            run = headers.get("x-pinsage-run")
-            if status != 200 or not same(body["similar"], expected.get(run, {}).get(item)):
-                failures.append((status, run, body))
-            seen.append(run)
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        serve.run(deployment(runs["b"], num_replicas=2), name=APP)  # returns once rolled out
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
+    seen, failures = load_during(server["url"], items, lambda: serve.run(
+        deployment(runs["b"], num_replicas=2), name=APP))  # returns once rolled out
     assert not failures, failures[:5]
-    assert len(seen) > 20 and seen[0] == runs["a"] and seen[-1] == runs["b"], \
-        (len(seen), seen[:3], seen[-3:])
+    assert not wrong_answers(seen, expected), wrong_answers(seen, expected)[:5]
+    order = [run for run, *_ in seen]
+    assert len(order) > 20 and order[0] == runs["a"] and order[-1] == runs["b"], \
+        (len(order), order[:3], order[-3:])
     status, health, _ = call(server["url"], "/health")
     assert health["run_dir"] == runs["b"] and health["items"] == len(new.ids)
     for item in set(old.ids.tolist()) - set(new.ids.tolist()):  # the item added to run a
         assert call(server["url"], "/related", {"item": item})[0] == 404
+
+
+def test_a_new_version_of_the_run_is_served_without_restart(server, runs, tmp_path):
+    """``pinsage-ray update`` commits a version (``updates/vNNNN`` + ``CURRENT``): a running
+    replica loads it beside the old one and swaps, while requests flow: none fails, each
+    equals the answer of the version its response names, and the new version takes over."""
+    from ray import serve
+
+    from pinsage_ray.serve import deployment
+    from pinsage_ray.update import versions
+
+    run = tmp_path / "c"
+    shutil.copytree(runs["b"], run)
+    serve.run(deployment(run, watch_updates=0.5), name=APP)
+    tmp = versions.fresh_temp(run, "v0001", current=0)  # what `update` fills, then commits
+    for part in ("embeddings", "index"):  # run a's vectors: other answers than run c's
+        shutil.copytree(Path(runs["a"]) / part, tmp / part)
+    (tmp / "update.json").write_text("{}")
+    old = Recommender.load(run)  # version 0: the run itself
+    items = old.ids[:20].tolist()
+    final = str(run / "updates" / "v0001")
+    switched = []
+
+    def commit_and_wait() -> None:
+        versions.commit(run, tmp, "v0001")
+        committed = time.monotonic()
+        while time.monotonic() - committed < 60 and not switched:
+            if call(server["url"], "/health")[1]["run_dir"] == final:
+                switched.append(time.monotonic() - committed)
+            time.sleep(0.05)
+
+    seen, failures = load_during(server["url"], items, commit_and_wait)
+    assert not failures, failures[:5]
+    assert switched, "the replica never switched to the new version"
+    new = Recommender.load(run)
+    assert new.run_dir == final
+    expected = {str(run): {i: as_json(old.similar_items(i, 5)) for i in items},
+                final: {i: as_json(new.similar_items(i, 5)) for i in items}}
+    assert all(not same(expected[str(run)][i], expected[final][i]) for i in items)
+    assert not wrong_answers(seen, expected), wrong_answers(seen, expected)[:5]
+    order = [r for r, *_ in seen]
+    assert order[0] == str(run) and order[-1] == final and set(order) == set(expected)
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -29,7 +29,8 @@ from typing import Any
 from ray import serve
 
 from pinsage_ray.serve import settings
-from pinsage_ray.serve.replica import DEPLOYMENT_OPTIONS, MAX_BATCH, RUN_HEADER, PlainIngress
+from pinsage_ray.serve.replica import (DEPLOYMENT_OPTIONS, MAX_BATCH, RUN_HEADER, WATCH_SECONDS,
+                                      PlainIngress)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def typed_deployment() -> Any:
 
 def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | None = None,
                num_cpus: float = 0.25, max_ongoing_requests: int = 64,
-               api: str = "plain", access_log: bool = False) -> serve.Application:
+               api: str = "plain", access_log: bool = False,
+               watch_updates: float = WATCH_SECONDS) -> serve.Application:
     """A Ray Serve application answering related items and recommendations from ``run_dir``.
 
     Args:
@@ -75,6 +77,9 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
             models and an OpenAPI page at ``/docs``; slower, see docs/serving.md).
         access_log: the replicas' per-request access log lines (off by default: a log
             record per request is work a replica does not need; Serve's own default is on).
+        watch_updates: seconds between a replica's checks for a new version of the run
+            (``pinsage-ray update``); a new one is loaded beside the old and swapped in with
+            no failed request and no restart. 0: keep the version loaded at start.
 
     Returns:
         The application: ``serve.run(deployment(run_dir), name="pinsage")``. Running it
@@ -106,6 +111,10 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
                          "integer >= 1")
     if api not in ("plain", "fastapi"):
         raise ValueError(f"api={api!r}; expected 'plain' or 'fastapi'")
+    if isinstance(watch_updates, bool) or not isinstance(watch_updates, (int, float)) \
+            or watch_updates < 0:
+        raise ValueError(f"watch_updates={watch_updates!r}; expected seconds >= 0 (0: never "
+                         "switch to a new version)")
     run_dir = run_path(run_dir)  # absolute: replicas may start in another directory
     if "://" not in run_dir:  # fail here, not in every replica (Serve retries those)
         for part, command in (("embeddings", "embed"), ("index", "index")):
@@ -118,7 +127,7 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
         ray_actor_options={"num_cpus": num_cpus},
         logging_config={"enable_access_log": bool(access_log)},
         user_config={"num_replicas": num_replicas},
-    ).bind(run_dir, ef)
+    ).bind(run_dir, ef, float(watch_updates))
 
 
 def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,

@@ -114,13 +114,16 @@ class TypedIngress(ReplicaCore):
         response.headers[RUN_HEADER] = self.run_dir
         if req.item is not None and req.items is None and req.ef is None:
             plan = self.service.plan_related({"item": req.item, "k": req.k})
-            status, body = (await self._related_batch(plan)
-                            if isinstance(plan, RelatedQuery) else plan)
+            status, body, headers = (await self._related_batch(plan)
+                                     if isinstance(plan, RelatedQuery)
+                                     else (*plan, self._headers))
+            response.headers[RUN_HEADER] = headers[RUN_HEADER]  # the version that answered
         else:
             async with self._get_lock():
+                response.headers[RUN_HEADER] = self.run_dir
                 status, body = self.service.handle(
                     "POST", "/related", req.model_dump(exclude_none=True))
-        return _answer(status, body, self.run_dir)
+        return _answer(status, body, response.headers[RUN_HEADER])
 
     @api.post("/recommend", response_model=Recommended)
     async def recommend(self, req: RecommendRequest, response: Response) -> Any:

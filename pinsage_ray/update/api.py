@@ -94,7 +94,8 @@ def _removals(remove_items: Any) -> pa.Array | None:
 
 def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_features: Any = None,
                remove_items: Any = None, columns: dict[str, str] | None = None,
-               num_shards: int = 0, _after_step: Any = None) -> UpdateResult:
+               num_shards: int = 0, keep_versions: int = 2,
+               _after_step: Any = None) -> UpdateResult:
     """Apply new interactions (and features, removals) to a run as a new, current version.
 
     Args:
@@ -109,6 +110,9 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
         columns: the input's own column names by role, as ``prepare(columns=...)``.
         num_shards: walk shards (Ray actors) for the affected items' walks; 0 = in process.
             Both give identical neighbourhoods.
+        keep_versions: versions kept after this one commits, itself included (older
+            ``updates/vNNNN`` directories are deleted; the run itself is version 0 and stays).
+            2 keeps the previous version for replicas still switching.
 
     Returns:
         An :class:`UpdateResult`; ``Recommender.load(run_dir)`` now serves the new version.
@@ -129,6 +133,9 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
         if _after_step is not None:  # fault injection in tests
             _after_step(name)
 
+    if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
+        raise ValueError(f"keep_versions={keep_versions!r}; expected an integer >= 1 (the new "
+                         "version counts as one)")
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
         raise ValueError(f"num_shards={num_shards!r}; expected 0 (in process) or a positive "
                          "number of walk shards")
@@ -173,6 +180,7 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
                                                     "base": base.name})
     step("write")
     result.path = str(versions.commit(run_dir, tmp, name))
+    versions.prune(run_dir, base.number + 1, keep_versions)
     logger.info("update %s: %d items (%d new, %d removed), walks rerun for %d, layers "
                 "recomputed %s, %.2fs", name, result.num_items, result.new_items,
                 result.removed_items, result.affected_items, result.recomputed,

@@ -140,3 +140,25 @@ def commit(run_dir: str | os.PathLike, tmp: Path, name: str) -> Path:
     os.replace(pointer_tmp, base / CURRENT)
     logger.info("update committed: %s is current", final)
     return final
+
+
+def prune(run_dir: str | os.PathLike, current: int, keep: int) -> list[str]:
+    """Delete complete versions older than the ``keep`` newest (``current`` counts as one).
+
+    The run itself (v0) is never deleted. ``keep=2`` leaves the previous version for replicas
+    that have not switched yet (they hold what they serve in memory, so even a deleted
+    directory does not disturb one that is mid-swap). Returns the names deleted.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep_versions={keep!r}; expected an integer >= 1 (the current "
+                         "version is always kept)")
+    base = _local(run_dir) / UPDATES
+    gone = []
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        m = _VERSION.match(path.name)
+        if m and int(m.group(1)) <= current - keep:
+            shutil.rmtree(path)
+            gone.append(path.name)
+    if gone:
+        logger.info("removed old versions %s (keeping %d)", gone, keep)
+    return gone

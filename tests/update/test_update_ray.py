@@ -1,7 +1,11 @@
 """The update's walks on Ray walk shards (``num_shards=2``) give the in-process result: the
-same neighbourhoods as a full walk over every item, the same embeddings as a full recompute."""
+same neighbourhoods as a full walk over every item, the same embeddings as a full recompute;
+also when a walk shard's worker process is killed as the walks start."""
 
 from __future__ import annotations
+
+import contextlib
+import shutil
 
 import numpy as np
 import pytest
@@ -26,5 +30,36 @@ def test_sharded_update_equals_full_recompute(ray_session, update_base, recomput
     nb = version / "inference" / "neighbors"
     np.testing.assert_array_equal(np.load(nb / "ids.npy"), full.ids)
     np.testing.assert_array_equal(np.load(nb / "weights.npy"), full.weights)
+    out = np.load(version / "inference" / "output.npy")
+    assert np.abs(out - recompute(version, update_base["graph"], update_base["enc"])).max() <= 1e-5
+
+
+def test_update_with_a_killed_walk_shard_equals_full_recompute(ray_session, update_base,
+                                                                recompute, tmp_path,
+                                                                monkeypatch):
+    """A shard actor's process is killed right after the update's walk service starts: Ray
+    restarts it (another pid), the walks complete, and the result is still the oracle's."""
+    import ray
+
+    import pinsage_ray.sampling as sampling
+
+    run = tmp_path / "run"
+    shutil.copytree(update_base["run"], run, ignore=shutil.ignore_patterns("updates"))
+    real, pids = sampling.open_walker, {}
+
+    @contextlib.contextmanager
+    def killing(*args, **kwargs):
+        with real(*args, **kwargs) as svc:
+            pids["before"] = svc.shard_info[0]["pid"]
+            ray.kill(svc.actors[0], no_restart=False)  # the worker dies; Ray restarts it
+            yield svc
+            pids["after"] = ray.get(svc.actors[0].info.remote())["pid"]
+
+    monkeypatch.setattr(sampling, "open_walker", killing)
+    day = update_base["day"]
+    result = update_run(run, day["new"], item_features=day["new_feats"],
+                        remove_items=day["remove"], num_shards=2)
+    assert pids["after"] != pids["before"], pids  # the kill landed during the update
+    version = run / "updates" / result.version
     out = np.load(version / "inference" / "output.npy")
     assert np.abs(out - recompute(version, update_base["graph"], update_base["enc"])).max() <= 1e-5
