@@ -53,6 +53,7 @@ from typing import Any  # noqa: E402
 from _common import (setup_logging, REPO, add_guard_args, guard_machine,  # noqa: E402
                      machine_info, metric, publish)
 from scale_report import markdown  # noqa: E402
+from scale_distributed import measure_prepare_distributed  # noqa: E402
 from scale_stages import (build_graph, dir_bytes, measure_embed, measure_index,  # noqa: E402
                           measure_prepare, measure_train_step, measure_walks)
 
@@ -111,6 +112,9 @@ def run_size(edges: int, args_dict: dict, out_json: str) -> None:
     res["generate"] = build_graph(edges, args, folder)
     graph = folder / "graph"
     res["prepare"] = measure_prepare(folder, graph)
+    if edges >= args.distributed_min_edges:
+        res["prepare_distributed"] = measure_prepare_distributed(
+            folder, graph, args, compare=edges <= args.compare_max_edges)
     res["graph"] = dir_bytes(graph)
     res["walks"] = measure_walks(graph, args)
     res["train"] = measure_train_step(graph, args)
@@ -176,6 +180,7 @@ def build_metrics(results: list[dict]) -> tuple[list[dict], dict]:
             a, b = measured[0], measured[-1]
             growth[stem] = {"from": a, "to": b, "exponent": growth_exponent(
                 edges[a], per_size[a][stem], edges[b], per_size[b][stem], hib)}
+    metrics += distributed_metrics(results)
     largest, smallest = results[-1]["label"], results[0]["label"]
     metrics.append(metric("scale_max_edges", max(edges.values()), "edges"))
     walk = per_size[largest]["walk_hops_per_s"] / per_size[smallest]["walk_hops_per_s"]
@@ -191,6 +196,31 @@ def build_metrics(results: list[dict]) -> tuple[list[dict], dict]:
         if g["exponent"] is not None:
             metrics.append(metric(f"{stem}_growth_exponent", g["exponent"], "exponent", False))
     return metrics, growth
+
+
+def distributed_metrics(results: list[dict]) -> list[dict]:
+    """Issue 22's metrics: distributed prepare at the largest size that ran it (and the
+    comparison at the largest size compared), the partitioned index at the largest indexed."""
+    out = []
+    dist = [r for r in results if r.get("prepare_distributed")]
+    for r in dist:
+        d, tag = r["prepare_distributed"], r["label"]
+        tag = "94m" if tag == "100m" else tag  # the 100m setting gives 94M edges
+        out += [metric(f"prepare_peak_rss_per_process_gib_distributed_{tag}",
+                       d["peak_rss_per_process_bytes"] / 2**30, "GiB", False),
+                metric(f"prepare_distributed_vs_single_time_{tag}",
+                       d["seconds"] / r["prepare"]["seconds"], "ratio", False)]
+    compared = [r for r in dist if "comparison" in r["prepare_distributed"]]
+    if compared:
+        out.append(metric("prepare_distributed_equals_single",
+                          float(compared[-1]["prepare_distributed"]["comparison"]["equal"]),
+                          "bool"))
+    parts = [r["index"]["partitioned"] for r in results if (r["index"] or {}).get("partitioned")]
+    if parts:
+        out += [metric("partitioned_index_recall_at_10_delta", parts[-1]["recall_at_10_delta"],
+                       "recall", False),
+                metric("partitioned_index_query_p99_ms", parts[-1]["query_p99_ms"], "ms", False)]
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -214,6 +244,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="index sizes up to this many items (build time grows ~N log N)")
     p.add_argument("--queries", type=int, default=1_000, help="held-out index queries")
     p.add_argument("--object-store-gb", type=float, default=2.0)
+    p.add_argument("--distributed-min-edges", type=parse_size, default=10**7,
+                   help="also run prepare(engine='ray') from this size up")
+    p.add_argument("--compare-max-edges", type=parse_size, default=10**7,
+                   help="compare the distributed graph with the single-process one up to here")
+    p.add_argument("--index-partitions", type=int, default=4,
+                   help="also build a partitioned index of this many partitions (<2: skip)")
     p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"))
     p.add_argument("--quick", action="store_true",
                    help="100k and 300k edges; results under the cache dir")
@@ -221,6 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.walkers, args.importance_seeds = [100_000, 300_000], 100_000, 2_000
+        args.distributed_min_edges = args.compare_max_edges = 300_000
         args.train_steps, args.repeats = 3, 1
     args.sizes = sorted(set(args.sizes))
     if not 0 < args.items_per_edge <= 1:

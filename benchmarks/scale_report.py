@@ -50,6 +50,34 @@ def markdown(metrics: list[dict[str, Any]], machine: dict[str, Any],
                       f"{g['num_edges']:,} edges, 32-d features; index: "
                       + (f"{r['index']['indexed']:,} vectors, ef {r['index']['ef']}"
                          if "indexed" in r["index"] else r["index"].get("skipped", "-")))
+    dist = []
+    for r in extra["sizes"]:
+        d = r.get("prepare_distributed")
+        if d:
+            same = d.get("comparison")
+            dist.append(
+                f"- **{r['label']}**: `prepare(engine=\"ray\")` {d['seconds']:.1f} s vs "
+                f"{r['prepare']['seconds']:.1f} s in one process "
+                f"({d['seconds'] / r['prepare']['seconds']:.2f}x); largest process peak RSS "
+                f"{d['peak_rss_per_process_bytes'] / 2**30:.2f} GiB (driver "
+                f"{d['driver_peak_rss_bytes'] / 2**30:.2f} GiB, {d['processes_seen']} processes) "
+                f"vs {r['prepare']['peak_rss_bytes'] / 2**30:.2f} GiB"
+                + ("" if same is None else
+                   f"; graph identical to the single-process one: {same['equal']} "
+                   f"({same['files']} array files compared)"))
+        p = (r.get("index") or {}).get("partitioned")
+        if p:
+            dist.append(
+                f"- **{r['label']}** index in {p['partitions']} partitions at ef {p['ef']}: "
+                f"held-out recall@10 {p['recall_at_10_heldout']:.4f} vs one index "
+                f"{p['recall_at_10_heldout_one_index']:.4f} (delta "
+                f"{p['recall_at_10_delta']:+.4f}); build s per partition "
+                + ", ".join(f"{x:.1f}" for x in p["build_seconds_per_partition"])
+                + f"; single-vector query p50/p99 {p['query_p50_ms']:.2f}/"
+                f"{p['query_p99_ms']:.2f} ms (fan-out + exact merge) vs one index "
+                f"{p['one_index_query_p50_ms']:.2f}/{p['one_index_query_p99_ms']:.2f} ms")
+    if dist:
+        dist = ["", "Distributed paths (issue 22):", "", *dist]
     return "\n".join([
         "## scale: cost growth with graph size (`bench_scale.py`)",
         "",
@@ -64,4 +92,5 @@ def markdown(metrics: list[dict[str, Any]], machine: dict[str, Any],
         "indexes every item but 1,000 held-out queries up to `--index-max-items`; recall is "
         "measured on those held-out queries against exact search. See docs/scaling.md for "
         "what these numbers mean for a 3B-node graph.",
+        *dist,
     ])

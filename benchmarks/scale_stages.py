@@ -54,7 +54,8 @@ def _prepare_child(raw: str, graph: str, out: str) -> None:
 
     t0 = time.perf_counter()
     store = prepare(os.path.join(raw, "interactions.parquet"), graph,
-                    item_features=os.path.join(raw, "item_features.parquet"), overwrite=True)
+                    item_features=os.path.join(raw, "item_features.parquet"), overwrite=True,
+                    engine="local")  # today's single process (auto picks Ray for big files)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(out).write_text(json.dumps({"seconds": seconds, "peak_rss_bytes": peak,
@@ -288,7 +289,14 @@ def measure_index(emb: np.ndarray, args: argparse.Namespace) -> dict:
     man = index.manifest
     log.info("HNSW over %d vectors: built in %.1f s, ef=%d, held-out recall@10 %.4f, QPS %.0f "
              "vs exact %.0f", len(keep), build_s, man["ef"], recall, q / h_s, q / e_s)
-    return {"indexed": len(keep), "held_out_queries": q, "threads": threads,
+    partitioned = None
+    if getattr(args, "index_partitions", 0) > 1:
+        from scale_distributed import measure_partitioned_index
+
+        partitioned = measure_partitioned_index(base, keep, queries, index, (keep[idx], e_scores),
+                                                args.index_partitions)
+    return {"partitioned": partitioned, "indexed": len(keep), "held_out_queries": q,
+            "threads": threads,
             "build_seconds": build_s, "ef": man["ef"],
             "recall_at_10_manifest": man["recall_at_k"], "recall_curve": man["recall_curve"],
             "recall_at_10_heldout": recall, "hnsw_qps": q / h_s, "exact_qps": q / e_s,
