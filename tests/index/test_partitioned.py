@@ -97,6 +97,21 @@ def test_exclusions_deleted_and_added_items_match_one_index():
     assert part.query(moved, 1)[0].tolist() == [[ids[10]]]
 
 
+def test_exclusions_concentrated_in_one_partition():
+    """Every near neighbour of the query sits in partition 0 and its 8 nearest are excluded:
+    partition 0 must return its ranks 9-18, not stop at its first 10."""
+    rng = np.random.default_rng(3)
+    near = (np.ones(16) + 0.05 * rng.normal(size=(100, 16))).astype(np.float32)
+    far = rng.normal(size=(200, 16)).astype(np.float32)
+    x, ids = np.concatenate([near, far]), np.arange(300)
+    one, part = HNSWIndex.build(x, ids, EXACT), PartitionedIndex.build(x, ids, 3, EXACT)
+    q = np.ones((1, 16), np.float32)
+    excl = [one.query(q, 8)[0][0].tolist()]
+    want = one.query(q, 10, exclude=excl)[0]
+    assert set(want.ravel().tolist()) <= set(range(100))  # all from partition 0
+    assert part.query(q, 10, exclude=excl)[0].tolist() == want.tolist()
+
+
 def test_k_larger_than_the_live_items_is_an_error():
     x, ids, _, part = both(30, 3)
     assert part.query(x[0], 30)[0].shape == (30,)
