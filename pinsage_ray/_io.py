@@ -37,6 +37,19 @@ def resolve(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(text)
 
 
+def uri_for(like: str | os.PathLike, path: str) -> str:
+    """``path`` (a path inside the filesystem ``resolve(like)`` returns, such as the temp
+    directory :func:`atomic_directory` yields) as a string that another process can
+    :func:`resolve` to the same place: ``like``'s scheme (and query) around it for a URI,
+    the path itself for a local one."""
+    text = os.fspath(like)
+    if "://" not in text:
+        return path
+    scheme, query = text.split("://", 1)[0], text.partition("?")[2]
+    return f"{scheme}://{path.lstrip('/') if scheme != 'file' else path}" + (
+        f"?{query}" if query else "")
+
+
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 

@@ -108,7 +108,7 @@ def test_presets():
 def test_index_search_flag_reaches_the_index(tmp_path, capsys, monkeypatch):
     import numpy as np
 
-    import pinsage_ray.inference.pipeline as pipeline
+    import pinsage_ray.inference.index_build as pipeline  # where build_index reads the embeddings
     from pinsage_ray.index import HNSWIndex
 
     emb = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)

@@ -171,7 +171,7 @@ def test_progress_is_on_by_default_only_at_a_terminal(monkeypatch):
 
     import numpy as np
 
-    import pinsage_ray.inference.pipeline as pipeline
+    import pinsage_ray.inference.index_build as pipeline  # where build_index reads the embeddings
     from pinsage_ray.console import progress_default
     from pinsage_ray.index import HNSWIndex
     from pinsage_ray.recommender import build_index

@@ -85,7 +85,8 @@ def build_run_index(run_dir: str | os.PathLike, config: HNSWConfig | None = None
     bounds = partition_bounds(layout["count"], partitions)
     _refuse_foreign(target)
     with _io.atomic_directory(target, overwrite=True) as tmp:
-        outs = [_io.join(tmp, part_dir_name(p)) for p in range(partitions)]
+        outs = [_io.uri_for(target, _io.join(tmp, part_dir_name(p)))  # tasks resolve these
+                for p in range(partitions)]
         jobs = [(str(run_dir), int(lo), int(hi), asdict(config), out)
                 for lo, hi, out in zip(bounds[:-1], bounds[1:], outs)]
         summaries = _run(jobs, engine, show_progress)

@@ -135,8 +135,8 @@ class _LayerPass:
         table = pa.table({"item": self.item_ids.take(pa.array(ids)),
                           "embedding": _list_column(emb)})
         name = f"part-{int(chunk):05d}.parquet"  # a retried chunk rewrites its own part
-        fs, _ = _io.resolve(self.out_dir)
-        meta = _io.write_parquet(fs, _io.join(self.out_dir, name), table)
+        fs, path = _io.resolve(self.out_dir)
+        meta = _io.write_parquet(fs, _io.join(path, name), table)
         return {"chunk": [int(chunk)], "name": [name], "rows": [len(ids)],
                 "bytes": [meta["bytes"]], "sha256": [meta["sha256"]]}
 
@@ -190,7 +190,8 @@ def embed(run_dir: str | os.PathLike, *, graph_dir: str | None = None, mode: str
             files = {"part-00000.parquet": _io.write_parquet(
                 fs, _io.join(tmp, "part-00000.parquet"), table)}
         else:  # the actors write the parts; this process sees their checksums only
-            files = _embed_ray(model, store, batch_size, num_actors, show_progress, tmp)
+            files = _embed_ray(model, store, batch_size, num_actors, show_progress,
+                               _io.uri_for(out_dir, tmp))  # the actors resolve it themselves
         count = store.num_items
         _io.write_json(fs, _io.join(tmp, "_manifest.json"), {
             "count": count, "dim": model.encoder.embedding_dim, "seed": seed, "mode": mode,

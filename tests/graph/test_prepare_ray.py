@@ -95,7 +95,7 @@ def test_ray_engine_writes_the_local_graph_csv(ray_session, tmp_path):
 def test_block_merge_sums_in_input_order():
     """A sorted block's rows may come in any order: the merge puts them back in input order
     (``seq``) before adding weights, so the float32 sums and first rows are the local ones."""
-    from pinsage_ray.graph.prepare import _merge_edges
+    from pinsage_ray.graph.edges import merge_edges
     from pinsage_ray.graph.prepare_blocks import encode_items_and_merge
 
     rng = np.random.default_rng(5)
@@ -103,7 +103,7 @@ def test_block_merge_sums_in_input_order():
     items, groups = rng.integers(0, 3, n), rng.integers(0, 2, n)
     w = rng.random(n) * 10.0 ** rng.integers(-3, 4, n)  # sums that depend on the order
     t = rng.integers(0, 5, n)
-    want, _ = _merge_edges(items, groups, w, t, 2)
+    want, _ = merge_edges(items, groups, w, t, 2)
     shuffle = rng.permutation(n)
     block = pa.table({"item": items[shuffle], "w": w[shuffle], "t": t[shuffle],
                       "seq": np.arange(n)[shuffle], "gcode": groups[shuffle]})

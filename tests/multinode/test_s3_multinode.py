@@ -85,3 +85,13 @@ def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inp
     item = ids[0].as_py()
     related = rec.similar_items(item, k=5)
     assert len(rec.index) == 300 and len(related) == 5 and item not in [i for i, _ in related]
+    # the partitioned index: Ray tasks on the worker nodes write their partitions to S3
+    from pinsage_ray.index import HNSWConfig
+
+    build_index(run, HNSWConfig(search="exact"), partitions=2)
+    assert {"index/manifest.json", "index/part-00000/index.bin",
+            "index/part-00001/manifest.json"} <= set(s3_listing(run))
+    assert "index/index.bin" not in s3_listing(run)  # the single index was replaced
+    assert not any(".tmp-" in p for p in s3_listing(root))
+    exact = Recommender.load(run).similar_items(item, k=5)
+    assert [i for i, _ in exact] == [i for i, _ in related]
