@@ -15,7 +15,7 @@ On disk (local or a URI, written atomically like a single index): ``manifest.jso
 ``kind: "partitioned"`` and one entry per partition (directory, count, the sha256 of its own
 manifest), and ``part-00000/`` ... each a saved :class:`HNSWIndex`. :func:`load_index` opens
 either layout. The parallel build (one Ray task per partition, each reading only its rows of
-the embeddings) is :func:`pinsage_ray.inference.index_build.build_partitioned_index`; this
+the embeddings) is :func:`pinsage_ray.inference.index_build.build_run_index`; this
 module has no Ray in it.
 """
 
@@ -158,7 +158,7 @@ class PartitionedIndex:
     def build(cls, vectors: np.ndarray, ids: Any, partitions: int,
               config: HNSWConfig | None = None) -> "PartitionedIndex":
         """Build P partitions in this process, one after another (the parallel build over
-        Ray tasks is :func:`pinsage_ray.inference.index_build.build_partitioned_index`)."""
+        Ray tasks is :func:`pinsage_ray.inference.index_build.build_run_index`)."""
         x = as_matrix(vectors, "vectors")
         ids_arr = normalize_ids(ids, len(x))
         bounds = partition_bounds(len(x), partitions)
@@ -188,14 +188,14 @@ class PartitionedIndex:
         ex = self._exclusions(exclude, single, len(q), exclude_by)
         all_ids, all_scores, available = [], [], np.zeros(len(q), dtype=np.int64)
         for part in self._parts:
-            live = len(part) - len(part.deleted)
-            held = np.zeros(len(q), dtype=np.int64)  # excluded items this partition holds
+            deleted = part.deleted
+            live = len(part) - len(deleted)
+            held = np.zeros(len(q), dtype=np.int64)  # live excluded items this partition holds
             if ex is not None:
-                alive = np.ones(len(part), dtype=bool)
-                alive[part.deleted] = False
                 for r, e in enumerate(ex):
-                    pos = [part._pos[i] for i in e.tolist() if i in part._pos]
-                    held[r] = int(alive[np.asarray(pos, dtype=np.int64)].sum()) if pos else 0
+                    pos = np.asarray([part._pos[i] for i in e.tolist() if i in part._pos],
+                                     dtype=np.int64)
+                    held[r] = np.count_nonzero(~np.isin(pos, deleted))
             fetch = int(min(live, k + held.max(initial=0)))
             available += live - held
             if fetch < 1:

@@ -125,11 +125,10 @@ def _run(jobs: list[tuple], engine: str, show_progress: bool) -> list[dict[str, 
         init_ray()
         task = ray.remote(num_cpus=1, max_retries=2)(build_part)
         refs = [task.options(scheduling_strategy="SPREAD").remote(*job) for job in jobs]
-        pending, done = list(refs), 0
+        pending = list(refs)
         while pending:  # results are small summaries; the indexes went to storage
             ready, pending = ray.wait(pending, num_returns=1)
             ray.get(ready)  # raise a task's error now
-            done += 1
             bar.update(1)
         return ray.get(refs)
     finally:
