@@ -293,6 +293,22 @@ def is_uri(path: Any) -> bool:
     return "://" in os.fspath(path)
 
 
+def check_replaceable(path: str | Path) -> None:
+    """Refuse (``FileExistsError``) to replace ``path`` (local or a URI) when it exists, is
+    not empty and is not a saved index (no ``manifest.json``): a mistyped path must never
+    wipe an unrelated directory."""
+    import pyarrow.fs as pafs
+
+    from pinsage_ray import _io
+
+    fs, final = _io.resolve(path)
+    if _io.exists(fs, final):
+        entries = fs.get_file_info(pafs.FileSelector(final))
+        if entries and not _io.exists(fs, _io.join(final, MANIFEST_FILE)):
+            raise FileExistsError(f"{path} exists and is not a saved HNSWIndex; refusing to "
+                                  "overwrite it - pick another path")
+
+
 def upload_index_dir(write: Callable[[Path], None], uri: str) -> None:
     """Run ``write(local_tmp_dir)`` and publish the files at ``uri``.
 
@@ -305,12 +321,8 @@ def upload_index_dir(write: Callable[[Path], None], uri: str) -> None:
 
     from pinsage_ray import _io
 
-    fs, final = _io.resolve(uri)
-    if _io.exists(fs, final):
-        entries = fs.get_file_info(pafs.FileSelector(final))
-        if entries and not _io.exists(fs, _io.join(final, MANIFEST_FILE)):
-            raise FileExistsError(f"{uri} exists and is not a saved HNSWIndex; refusing to "
-                                  "overwrite it - pick another path")
+    check_replaceable(uri)
+    fs, _ = _io.resolve(uri)
     with tempfile.TemporaryDirectory(prefix="pinsage-index-") as local:
         write(Path(local))
         with _io.atomic_directory(uri, overwrite=True) as tmp:

@@ -52,6 +52,14 @@ def part_dir_name(p: int) -> str:
     return f"part-{p:05d}"
 
 
+def partitioned_manifest(entries: list[dict[str, Any]], count: int, dim: int, space: str,
+                         **extra: Any) -> dict[str, Any]:
+    """The top ``manifest.json`` of a partitioned index: ``entries`` hold each partition's
+    ``dir``, ``count`` and ``manifest_sha256``, in row order."""
+    return {**extra, "kind": PARTITIONED_KIND, "format_version": io.FORMAT_VERSION,
+            "count": int(count), "dim": int(dim), "space": space, "partitions": entries}
+
+
 class PartitionedIndex:
     """P :class:`HNSWIndex` partitions answering as one index (same query API).
 
@@ -256,10 +264,8 @@ class PartitionedIndex:
             part.write_files(sub)
             entries.append({"dir": sub.name, "count": len(part),
                             "manifest_sha256": io.sha256_file(sub / io.MANIFEST_FILE)})
-        manifest = {**self._manifest, "kind": PARTITIONED_KIND,
-                    "format_version": io.FORMAT_VERSION, "count": len(self), "dim": self.dim,
-                    "space": self.space, "partitions": entries}
-        io.write_manifest(Path(directory), manifest)
+        io.write_manifest(Path(directory), partitioned_manifest(
+            entries, len(self), self.dim, self.space, **self._manifest))
 
     def save(self, path: str | Path) -> None:
         """Atomically write the partitioned index (a URI: uploaded with the manifest last)."""

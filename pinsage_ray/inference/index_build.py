@@ -28,8 +28,8 @@ from typing import Any
 
 from pinsage_ray import _io
 from pinsage_ray.index import HNSWConfig, HNSWIndex, PartitionedIndex, partition_bounds
-from pinsage_ray.index._hnsw_io import MANIFEST_FILE, PARTITIONED_KIND, FORMAT_VERSION
-from pinsage_ray.index.partitioned import part_dir_name
+from pinsage_ray.index._hnsw_io import MANIFEST_FILE, check_replaceable
+from pinsage_ray.index.partitioned import part_dir_name, partitioned_manifest
 from pinsage_ray.inference.embeddings_io import embedding_layout, load_embeddings, read_embedding_rows
 from pinsage_ray.inference.model_io import run_path
 
@@ -83,7 +83,7 @@ def build_run_index(run_dir: str | os.PathLike, config: HNSWConfig | None = None
         return index
     layout = embedding_layout(run_dir)
     bounds = partition_bounds(layout["count"], partitions)
-    _refuse_foreign(target)
+    check_replaceable(target)  # as a single index's save does
     with _io.atomic_directory(target, overwrite=True) as tmp:
         outs = [_io.uri_for(target, _io.join(tmp, part_dir_name(p)))  # tasks resolve these
                 for p in range(partitions)]
@@ -94,12 +94,10 @@ def build_run_index(run_dir: str | os.PathLike, config: HNSWConfig | None = None
         entries = [{"dir": s["dir"], "count": s["count"],
                     "manifest_sha256": _io.sha256_of(fs, _io.join(tmp, s["dir"], MANIFEST_FILE))}
                    for s in summaries]
-        _io.write_json(fs, _io.join(tmp, MANIFEST_FILE), {
-            "kind": PARTITIONED_KIND, "format_version": FORMAT_VERSION,
-            "count": layout["count"], "dim": layout["dim"], "space": config.space,
-            "bounds": bounds.tolist(), "partitions": entries,
-            "build": {"engine": engine, "seconds_per_partition": [s["seconds"] for s in summaries],
-                      "nodes": [s["node"] for s in summaries]}})
+        _io.write_json(fs, _io.join(tmp, MANIFEST_FILE), partitioned_manifest(
+            entries, layout["count"], layout["dim"], config.space, bounds=bounds.tolist(),
+            build={"engine": engine, "seconds_per_partition": [s["seconds"] for s in summaries],
+                   "nodes": [s["node"] for s in summaries]}))
     logger.info("partitioned index: %d items in %d partitions (%s), searches %s", layout["count"],
                 partitions, engine, sorted({s["search"] for s in summaries}))
     from pinsage_ray.index import load_index
@@ -133,16 +131,3 @@ def _run(jobs: list[tuple], engine: str, show_progress: bool) -> list[dict[str, 
         return ray.get(refs)
     finally:
         bar.close()
-
-
-def _refuse_foreign(target: str) -> None:
-    """Like a single index's save: never replace a directory that is not a saved index."""
-    fs, path = _io.resolve(target)
-    if not _io.exists(fs, path):
-        return
-    import pyarrow.fs as pafs
-
-    entries = fs.get_file_info(pafs.FileSelector(path))
-    if entries and not _io.exists(fs, _io.join(path, MANIFEST_FILE)):
-        raise FileExistsError(f"{target} exists and is not a saved index; refusing to "
-                              "overwrite it - move it away or pick another run directory")
