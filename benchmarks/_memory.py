@@ -3,7 +3,7 @@
 A benchmark that starts Ray spreads its memory over many processes (GCS, raylet, Train
 workers, shard and producer actors), so its own ``ru_maxrss`` says little. :class:`TreeMemory`
 samples the summed RSS of this process and all its descendants in a daemon thread and keeps
-the peak; :func:`vm_hwm` reads the peak of one live process (a Ray actor) by pid. The
+the peak (and each process's own peak); :func:`vm_hwm` reads the peak of one live process (a Ray actor) by pid. The
 benchmark process's own peak is ``_common.peak_rss_bytes``.
 
 Import it from a script in this folder with ``from _memory import ...``.
@@ -37,6 +37,8 @@ class TreeMemory:
         self.interval = interval
         self.peak = 0
         self.peak_processes = 0
+        #: pid -> (peak RSS in bytes, the start of its command line): each process's own peak
+        self.per_process: dict[int, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -48,10 +50,13 @@ class TreeMemory:
         total, n = 0, 0
         for p in [me, *me.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
-                n += 1
+                rss = p.memory_info().rss
+                if rss > self.per_process.get(p.pid, (0, ""))[0]:
+                    self.per_process[p.pid] = (rss, " ".join(p.cmdline()[:2])[:80])
             except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
-                pass
+                continue
+            total += rss
+            n += 1
         with self._lock:
             if total > self.peak:
                 self.peak, self.peak_processes = total, n
@@ -61,6 +66,7 @@ class TreeMemory:
         """Forget the peak so far and start a new one from a sample taken now."""
         with self._lock:
             self.peak, self.peak_processes = 0, 0
+            self.per_process = {}
         self.sample()
 
     def _run(self) -> None:

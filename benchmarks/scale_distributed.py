@@ -2,8 +2,8 @@
 
 * :func:`measure_prepare_distributed`: ``prepare(engine="ray")`` on the same Parquet files in
   a fresh process with its own local Ray instance on every core: seconds, the peak RSS of
-  each process (driver and every Ray worker, sampled from ``/proc`` every 0.25 s; VmHWM for
-  the driver), and whether the graph directory equals the single-process one array for array.
+  each process (driver and every Ray worker, sampled every 0.25 s by ``_memory.TreeMemory``;
+  VmHWM for the driver), and whether the graph directory equals the single-process one array for array.
 * :func:`measure_partitioned_index`: a :class:`~pinsage_ray.index.PartitionedIndex` of
   ``partitions`` HNSW indexes over the same vectors as the one-index stage, each partition at
   the one index's ``ef``: build seconds per partition (built one after another here; on a
@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,50 +28,22 @@ import numpy as np
 log = __import__("logging").getLogger("bench_scale")
 
 
-class ProcessPeaks:
-    """Peak RSS of every process in this process's tree, per pid, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        import psutil
-
-        self._psutil, self.interval = psutil, interval
-        self.peaks: dict[int, tuple[int, str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        me = self._psutil.Process()
-        while not self._stop.wait(self.interval):
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    rss, name = p.memory_info().rss, " ".join(p.cmdline()[:2])[:80]
-                except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
-                    continue
-                if rss > self.peaks.get(p.pid, (0, ""))[0]:
-                    self.peaks[p.pid] = (rss, name)
-
-    def stop(self) -> dict[int, tuple[int, str]]:
-        self._stop.set()
-        self._thread.join()
-        return self.peaks
-
-
 def _prepare_ray_child(raw: str, graph: str, out: str, object_store_gb: float) -> None:
     import resource
 
-    from _memory import vm_hwm
+    from _memory import TreeMemory, vm_hwm
     from pinsage_ray import init_ray, prepare
 
     init_ray(num_cpus=os.cpu_count() or 1, object_store_memory=int(object_store_gb * 2**30),
              include_dashboard=False)
-    peaks = ProcessPeaks()
+    tree = TreeMemory(interval=0.25)
     t0 = time.perf_counter()
     store = prepare(os.path.join(raw, "interactions.parquet"), graph,
                     item_features=os.path.join(raw, "item_features.parquet"), overwrite=True,
                     engine="ray")
     seconds = time.perf_counter() - t0
-    per_pid = peaks.stop()
+    tree.stop()
+    per_pid = tree.per_process
     driver = max(vm_hwm(os.getpid()) or 0,
                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     top = sorted(per_pid.values(), reverse=True)[:5]
