@@ -353,6 +353,49 @@ class HNSWIndex:
                 self._vectors[pos] = self._index.get_items(pos, return_type="numpy")
         logger.info("HNSW replace_items: %d vectors replaced", len(pos))
 
+    def refresh_vectors(self, vectors: np.ndarray, ids: Any) -> None:
+        """Overwrite the stored vectors of items already in the index, keeping the graph's links.
+
+        Unlike :meth:`replace_items` nothing is re-linked: each node keeps the neighbours it
+        was linked to for its old vector, so this costs a copy of the index's level-0 block
+        instead of a search per item. Search stays correct (distances are computed on the new
+        vectors) but the graph is only as navigable as the old links are for the new
+        vectors: fine when vectors moved a little, wrong when they moved far. **Measure
+        recall afterwards** (an update does, and rebuilds when the graph no longer reaches
+        its target). Goes through hnswlib's own pickling state (``__getstate__`` /
+        ``__setstate__``), whose layout it checks first.
+        """
+        x = as_matrix(vectors, "vectors", self.dim)
+        pos = np.asarray([self.position_of(v) for v in normalize_ids(ids, len(x)).tolist()],
+                         dtype=np.int64)
+        if not len(pos):
+            return
+        state = dict(self._index.__getstate__()[0])
+        if state.get("ser_version") != 1 or state["dim"] != self.dim:
+            raise RuntimeError(f"hnswlib pickling state version {state.get('ser_version')!r} "
+                               "is not the one refresh_vectors knows (1); use replace_items")
+        if self.space == "cosine":  # hnswlib stores cosine vectors normalised
+            norm = np.linalg.norm(x, axis=1, keepdims=True)
+            x = x / np.where(norm > 0, norm, 1.0)
+        external = np.asarray(state["label_lookup_external"], dtype=np.int64)
+        internal = np.full(len(self), -1, dtype=np.int64)
+        internal[external] = np.asarray(state["label_lookup_internal"], dtype=np.int64)
+        rows = internal[pos]
+        level0 = np.asarray(state["data_level0"]).view(np.uint8).reshape(
+            -1, state["size_data_per_element"]).copy()
+        off = state["offset_data"]
+        level0[rows, off:off + 4 * self.dim] = np.ascontiguousarray(
+            x, dtype=np.float32).view(np.uint8).reshape(len(rows), -1)
+        state["data_level0"] = level0.reshape(-1).view(np.int8)
+        index = hnswlib.Index.__new__(hnswlib.Index)  # what unpickling does
+        index.__setstate__((state,))
+        index.set_ef(self.ef)
+        index.set_num_threads(self._num_threads)
+        self._index = index
+        if self._vectors is not None:
+            self._vectors[pos] = index.get_items(pos, return_type="numpy")
+        logger.info("HNSW refresh_vectors: %d vectors overwritten, links kept", len(pos))
+
     def mark_deleted(self, ids: Any) -> None:
         """Never return these items again (hnswlib's delete mark; they keep their position).
 

@@ -4,17 +4,27 @@ The embeddings are written in the layout ``embed`` writes (Parquet parts + a che
 ``_manifest.json``), for the live items (removed ones left out), in contiguous-id order.
 
 The index (PinSage section 3.5; :class:`~pinsage_ray.index.HNSWIndex`) keeps position =
-contiguous item id. New items are appended (``add_items``), items whose embedding changed get
-their vector replaced in place (hnswlib re-links an existing label), removed items are marked
-deleted (hnswlib never returns them; exact search excludes them); a partitioned index
+contiguous item id. New items are appended (``add_items``), removed items are marked deleted
+(hnswlib never returns them; exact search excludes them), and items whose embedding changed
+get their new vector one of two ways:
+
+* ``"relink"``, up to ``RELINK_FRACTION`` of the index: hnswlib re-links each replaced label
+  (a graph search per item, several times the cost of inserting it);
+* ``"refresh"``, past it: the vectors are overwritten with the links kept
+  (:meth:`~pinsage_ray.index.HNSWIndex.refresh_vectors`, a copy of the level-0 block). A
+  GCN's embeddings move a little for many items when the graph changes a little (layer K
+  reaches far, docs/update.md), and a graph linked for the old vectors still navigates the
+  new ones; when they moved far it does not, and the recall check below says so.
+
+The recall check then runs (:func:`pinsage_ray.index.tuning.tune_ef`): a seeded sample of live
+vectors as queries against exact search over the live vectors, walking the ``ef`` ladder up
+from the current ``ef`` if recall fell below the target. If a refreshed graph needs more than
+``REFRESH_MAX_EF_GROWTH`` times the old ``ef`` to reach the target, or cannot reach it, the
+index is rebuilt with the same settings (``"rebuilt"``) and checked again. The queries are
+indexed vectors here (a built index cannot hold them out), so the figure is recorded as
+``recall_queries: "indexed_sample"``. A partitioned index
 (:class:`~pinsage_ray.index.PartitionedIndex`) gets the same per partition, new items joining
-its last partition. When more than
-``REBUILD_FRACTION`` of the vectors changed, a fresh build with the same settings is faster
-than re-linking them one by one, and replaces it. The recall check then runs
-again (:func:`pinsage_ray.index.tuning.tune_ef`): a seeded sample of live vectors as queries
-against exact search over the live vectors, walking the ``ef`` ladder up from the current
-``ef`` if recall fell below the target. The queries are indexed vectors here (a built index
-cannot hold them out), so the figure is recorded as ``recall_queries: "indexed_sample"``.
+its last partition.
 """
 
 from __future__ import annotations
@@ -35,8 +45,12 @@ from pinsage_ray.inference.pipeline import _list_column
 logger = logging.getLogger(__name__)
 
 RECALL_QUERIES = 500
-#: Replacing more than this fraction of the index's vectors rebuilds it instead.
-REBUILD_FRACTION = 0.1
+#: Up to this fraction of the index's vectors changed, hnswlib re-links each; past it the
+#: vectors are refreshed in place (links kept) and the recall check decides on a rebuild.
+RELINK_FRACTION = 0.1
+#: A refreshed graph is kept if it reaches the target recall at most at this multiple of the
+#: old ``ef`` (so queries cost at most about that much more); otherwise it is rebuilt.
+REFRESH_MAX_EF_GROWTH = 2
 
 
 def write_embeddings(out_dir: str, item_ids: pa.Array, emb: np.ndarray, live: np.ndarray,
@@ -97,7 +111,8 @@ def update_index(base_index: str, out_dir: str, emb: np.ndarray, item_ids: pa.Ar
         report = {k: sum(r[k] for r in reports) for k in ("added", "replaced", "deleted")}
         sizes = [max(len(p), 1) for p in parts]
         hnsw = [r.get("hnsw_recall_at_k") for r in reports]
-        report.update(rebuilt=any(r["rebuilt"] for r in reports), ef=index.ef,
+        report.update(mode=",".join(sorted({r["mode"] for r in reports})),
+                      rebuilt=any(r["rebuilt"] for r in reports), ef=index.ef,
                       recall_at_k=index.recall_at_k, partitions=reports,
                       hnsw_recall_at_k=None if None in hnsw else
                       float(np.average(hnsw, weights=sizes)))
@@ -114,20 +129,26 @@ def _apply(index: HNSWIndex, emb: np.ndarray, ids: np.ndarray, n_old: int, chang
     already[index.deleted] = True
     rep = np.flatnonzero(changed[:n_old] & ~removed[:n_old])
     gone = np.flatnonzero(removed & ~already)
+    mode = "relink" if len(rep) <= RELINK_FRACTION * n_old else "refresh"
     report = {"added": int(len(emb) - n_old), "replaced": int(len(rep)),
-              "deleted": int(len(gone)), "rebuilt": len(rep) > REBUILD_FRACTION * n_old}
-    if report["rebuilt"]:
-        # hnswlib re-links a replaced vector at several times the cost of inserting one:
-        # past REBUILD_FRACTION of the index a fresh build (same settings) is faster
+              "deleted": int(len(gone))}
+    old_ef = index.ef
+    if len(rep):
+        (index.replace_items if mode == "relink" else index.refresh_vectors)(emb[rep], ids[rep])
+    if len(emb) > n_old:
+        index.add_items(emb[n_old:], ids[n_old:])
+    if len(gone):
+        index.mark_deleted(ids[gone])
+    check = _recheck(index, emb, removed)
+    if mode == "refresh" and not (check["reached"]
+                                  and check["ef"] <= REFRESH_MAX_EF_GROWTH * old_ef):
+        logger.info("index update: the refreshed graph reaches recall@k %.4f at ef=%d (was "
+                    "ef=%d); rebuilding it", check["hnsw_recall_at_k"] or 0.0, check["ef"],
+                    old_ef)
+        mode = "rebuilt"
         index = _rebuild(index, emb, ids, removed)
-    else:
-        if len(rep):
-            index.replace_items(emb[rep], ids[rep])
-        if len(emb) > n_old:
-            index.add_items(emb[n_old:], ids[n_old:])
-        if len(gone):
-            index.mark_deleted(ids[gone])
-    report.update(_recheck(index, emb, removed))
+        check = _recheck(index, emb, removed)
+    report.update(mode=mode, rebuilt=mode == "rebuilt", **check)
     return index, report
 
 
@@ -152,7 +173,7 @@ def _recheck(index: HNSWIndex, emb: np.ndarray, removed: np.ndarray) -> dict[str
     live = np.flatnonzero(~removed)
     k = min(int(man.get("k_for_recall", 10)), len(live))
     if k < 1:
-        return {"ef": index.ef, "recall_at_k": None}
+        return {"ef": index.ef, "recall_at_k": None, "reached": True}
     rng = np.random.default_rng(int(man.get("seed", 0)))
     queries = np.sort(rng.choice(live, size=min(RECALL_QUERIES, len(live)), replace=False))
     ladder = sorted({e for e in EF_LADDER if e >= index.ef} | {index.ef})
@@ -169,4 +190,4 @@ def _recheck(index: HNSWIndex, emb: np.ndarray, removed: np.ndarray) -> dict[str
     index._manifest.update(hnsw)
     if index.search == "hnsw":
         index._manifest["recall_at_k"] = res.recall
-    return {"ef": res.ef, "recall_at_k": index.recall_at_k, **hnsw}
+    return {"ef": res.ef, "recall_at_k": index.recall_at_k, "reached": res.reached, **hnsw}

@@ -333,6 +333,32 @@ def test_add_items_makes_new_items_findable(tmp_path: Path) -> None:
     assert len(loaded) == 1300 and loaded.query(new[7], 1)[0][0] == 10_007
 
 
+@pytest.mark.parametrize("space", ["cosine", "l2"])
+def test_refresh_vectors_overwrites_stored_vectors_and_keeps_links(tmp_path: Path, space: str) -> None:
+    x = clustered(800, seed=11)
+    idx = HNSWIndex.build(x, np.arange(800) * 7, HNSWConfig(space=space, search="hnsw"))
+    idx.add_items(clustered(20, seed=12), np.arange(10**6, 10**6 + 20))  # past the build
+    idx.mark_deleted([14])
+    links_before = idx._index.__getstate__()[0]["link_lists"].copy()
+    moved = np.arange(1, 820, 3)
+    ids = idx.ids[moved]
+    new = (idx._stored_vectors(0)[moved] if space == "cosine" else x[np.minimum(moved, 799)])
+    new = new + 0.01 * np.random.default_rng(0).normal(size=new.shape).astype(np.float32)
+    idx.refresh_vectors(new, ids)
+    want = new / np.linalg.norm(new, axis=1, keepdims=True) if space == "cosine" else new
+    np.testing.assert_allclose(idx._index.get_items(moved, return_type="numpy"), want, atol=1e-6)
+    np.testing.assert_array_equal(idx._index.__getstate__()[0]["link_lists"], links_before)
+    got, scores = idx.query(new[:20], 1)
+    np.testing.assert_array_equal(got[:, 0], ids[:20])  # found at their new place
+    assert 14 not in idx.query(x[2], 10)[0].tolist()  # the delete mark survived
+    idx.save(tmp_path / "ix")
+    loaded = HNSWIndex.load(tmp_path / "ix")
+    np.testing.assert_allclose(loaded._index.get_items(moved, return_type="numpy"), want,
+                               atol=1e-6)
+    with pytest.raises(KeyError, match="not in the index"):
+        idx.refresh_vectors(new[:1], [123_456])
+
+
 # --------------------------------------------------------------------------- config
 @pytest.mark.parametrize(
     "kwargs, field",

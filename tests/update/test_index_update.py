@@ -1,6 +1,8 @@
-"""The index step of an update: in place (add, replace, mark deleted) for a small change,
-a rebuild with the same settings past ``REBUILD_FRACTION``; either way the saved index answers
-like exact search over the live vectors, never returns a removed item and loads again."""
+"""The index step of an update: in place (add, re-link, mark deleted) for a small change;
+past ``RELINK_FRACTION`` the vectors are refreshed with the links kept, and the index is
+rebuilt only when the refreshed graph misses its recall target; every way, the saved index
+answers like exact search over the live vectors, never returns a removed item and loads
+again."""
 
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ from pinsage_ray.update import index_update
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
-@pytest.mark.parametrize("changed_fraction, rebuilt", [(0.02, False), (0.5, True)])
-def test_update_index(tmp_path, changed_fraction, rebuilt, partitions):
+@pytest.mark.parametrize("changed_fraction, drift, mode", [
+    (0.02, None, "relink"),  # a few vectors anywhere: hnswlib re-links them
+    (0.5, 0.05, "refresh"),  # half moved a little: the old links still navigate
+    (0.5, None, "rebuilt"),  # half moved anywhere: the old links do not
+])
+def test_update_index(tmp_path, changed_fraction, drift, mode, partitions):
     rng = np.random.default_rng(0)
     n_old, n = 600, 640
     old = rng.normal(size=(n_old, 16)).astype(np.float32)
@@ -26,13 +32,15 @@ def test_update_index(tmp_path, changed_fraction, rebuilt, partitions):
     changed = np.zeros(n, dtype=bool)
     changed[rng.choice(n_old, int(changed_fraction * n_old), replace=False)] = True
     changed[n_old:] = True
-    emb[changed] = rng.normal(size=(int(changed.sum()), 16)).astype(np.float32)
+    noise = rng.normal(size=(int(changed.sum()), 16)).astype(np.float32)
+    emb[changed] = noise if drift is None else emb[changed] + drift * noise
     removed = np.zeros(n, dtype=bool)
     removed[[3, 17]] = True
     ids = pa.array(np.arange(n) + 1000)
     report = index_update.update_index(str(tmp_path / "base"), str(tmp_path / "new"), emb, ids,
                                        n_old, changed, removed)
-    assert report["rebuilt"] is rebuilt and report["deleted"] == 2
+    assert report["mode"] == mode and report["deleted"] == 2
+    assert report["rebuilt"] is (mode == "rebuilt")
     index = load_index(tmp_path / "new")
     assert index.ids.tolist() == ids.to_pylist()  # position = contiguous id, kept
     if partitions > 1:  # each partition kept its rows; the new items joined the last one
