@@ -7,7 +7,8 @@ interactions (a fraction f of the rows, with every row of f/10 of the items and 
 groups, so the day holds new items and new groups as well as new edges between existing
 ones). The base is prepared, embedded (``mode="local"``) and indexed once per fraction; then:
 
-* **update**: ``update_run(run, day, item_features=...)``, seconds, walks rerun, rows
+* **update**: ``update_run(run, day, item_features=..., mode="local")`` (in process, as the
+  full side's ``embed``), seconds, walks rerun, rows
   recomputed per layer;
 * **full**: ``prepare`` on the merged input + ``embed`` + ``build_index`` in a fresh run with a
   model of the same shape (weights do not change the cost), seconds; base + day is the same
@@ -130,7 +131,7 @@ def one_fraction(data: Any, fraction: float, work: Path, full: tuple[float, int]
     embed(work / "run", mode="local")
     build_index(work / "run")
     t0 = time.perf_counter()
-    result = update_run(work / "run", day, item_features=day_feats)
+    result = update_run(work / "run", day, item_features=day_feats, mode="local")
     update_s = time.perf_counter() - t0
     full_s, num_edges = full
 
@@ -149,7 +150,8 @@ def one_fraction(data: Any, fraction: float, work: Path, full: tuple[float, int]
 
         shutil.rmtree(work / "run" / "updates")  # version 0 again; the rerun is the same update
         serve_report = serve_during_update(
-            work / "run", lambda: update_run(work / "run", day, item_features=day_feats))
+            work / "run",
+            lambda: update_run(work / "run", day, item_features=day_feats, mode="local"))
         log.info("serve during the update: %s", serve_report)
     out = {"fraction": fraction, "day_rows": day.num_rows, "items": n,
            "edges": num_edges, "update_seconds": update_s, "full_seconds": full_s,

@@ -29,6 +29,12 @@ def update_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-shards", type=int, default=0,
                    help="walk shards (Ray actors) for the affected items' walks; 0 (default): "
                    "in process, the same neighbourhoods")
+    p.add_argument("--mode", choices=("auto", "local", "ray"), default="auto",
+                   help="where the layers are recomputed: 'local' (one process), 'ray' (Ray "
+                   "Data passes over layer parts) or 'auto' (default: local up to 200,000 "
+                   "items, as embed); the same embeddings")
+    p.add_argument("--num-actors", type=int, default=1,
+                   help="actors per Ray Data pass with --mode ray (default 1)")
     p.add_argument("--keep-versions", type=int, default=2,
                    help="versions kept after this one commits, itself included (older "
                    "updates/vNNNN are deleted; the run itself always stays); default 2")
@@ -57,7 +63,8 @@ def update(args: argparse.Namespace) -> int:
                if getattr(args, f"{role}_col", None)}
     result = update_run(args.run_dir, args.new_interactions, item_features=args.features,
                         remove_items=_remove_arg(args.remove_items), columns=columns or None,
-                        num_shards=args.num_shards, keep_versions=args.keep_versions)
+                        num_shards=args.num_shards, mode=args.mode,
+                        num_actors=args.num_actors, keep_versions=args.keep_versions)
     print(json.dumps(result.as_dict(), indent=2, default=str))
     hint("recommend", args.run_dir, "--item", "ITEM", note="answers now come from " + result.version)
     return 0

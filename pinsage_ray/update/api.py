@@ -35,7 +35,9 @@ from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.inference.model_io import load_model, neighbors_manifest, read_neighbor_rows
 from pinsage_ray.inference.vectors import VectorStore, write_part
 from pinsage_ray.update import affected, graph_delta, index_update, versions
+from pinsage_ray.inference.pipeline import LOCAL_MAX_ITEMS
 from pinsage_ray.update.layers import node_ids, update_layers
+from pinsage_ray.update.layers_ray import update_layers_ray
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,8 @@ def _removals(remove_items: Any) -> pa.Array | None:
 
 def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_features: Any = None,
                remove_items: Any = None, columns: dict[str, str] | None = None,
-               num_shards: int = 0, keep_versions: int = 2,
+               num_shards: int = 0, mode: str = "auto", num_actors: int = 1,
+               batch_size: int = 8192, keep_versions: int = 2,
                _after_step: Any = None) -> UpdateResult:
     """Apply new interactions (and features, removals) to a run as a new, current version.
 
@@ -110,6 +113,11 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
         columns: the input's own column names by role, as ``prepare(columns=...)``.
         num_shards: walk shards (Ray actors) for the affected items' walks; 0 = in process.
             Both give identical neighbourhoods.
+        mode: where the layers are recomputed, as ``embed``'s ``mode``: 'local' (one
+            process, every layer in memory), 'ray' (Ray Data passes that read and write layer
+            parts, :mod:`pinsage_ray.update.layers_ray`), or 'auto' (local up to
+            ``LOCAL_MAX_ITEMS`` items). Both give the same embeddings.
+        num_actors, batch_size: actor-pool size and items per chunk of the Ray Data passes.
         keep_versions: versions kept after this one commits, itself included (older
             ``updates/vNNNN`` directories are deleted; the run itself is version 0 and stays).
             2 keeps the previous version for replicas still switching.
@@ -139,6 +147,12 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
         raise ValueError(f"num_shards={num_shards!r}; expected 0 (in process) or a positive "
                          "number of walk shards")
+    if mode not in ("auto", "local", "ray"):
+        raise ValueError(f"mode={mode!r}; use 'auto', 'local' (one process) or 'ray' (Ray "
+                         "Data passes)")
+    for name, value in (("num_actors", num_actors), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}; expected an integer >= 1")
     columns = inputs.check_columns(columns)
     table, origin = _read(new_interactions, "update_run(new_interactions=...)")
     table = inputs.map_columns(table, columns, origin)
@@ -165,7 +179,7 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
     tmp = versions.fresh_temp(run_dir, name, base.number)
     try:
         result = _build(model, base, old, table, origin, feats, feats_origin, remove, tmp,
-                        step, num_shards)
+                        step, num_shards, (mode, num_actors, batch_size))
     except BaseException:
         import shutil
 
@@ -190,7 +204,7 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
 
 def _build(model: Any, base: versions.Version, old: GraphStore, table: pa.Table, origin: str,
            feats: pa.Table | None, feats_origin: str, remove: pa.Array | None, tmp: Any,
-           step: Any, num_shards: int) -> UpdateResult:
+           step: Any, num_shards: int, layer_pass: tuple[str, int, int]) -> UpdateResult:
     graph_dir = str(tmp / "graph")
     delta = graph_delta.merge_graph(old, table, origin, feats, feats_origin, remove, graph_dir)
     new = GraphStore(graph_dir)
@@ -243,32 +257,41 @@ def _build(model: Any, base: versions.Version, old: GraphStore, table: pa.Table,
     c0[:n_old] = (degree[:n_old] != old_deg) | (ids[:n_old] != old_node)
     c0 |= delta.features_changed
     change = affected.layer_change_sets(c0, nb_changed, nb_ids, enc.num_layers)
-    old_h = [VectorStore(os.path.join(base.layers, f"h{k}"), n_old).gather(np.arange(n_old))
-             for k in range(enc.num_layers)]
-    old_t = [VectorStore(os.path.join(base.layers, f"t{k}"), n_old).gather(np.arange(n_old))
-             for k in range(enc.num_layers)]
-    old_emb = _old_embeddings(base, old)
-    feats_all = new.features()
-    lay = update_layers(enc, old_h, old_t, old_emb, None if feats_all is None
-                        else np.asarray(feats_all), degree, ids, nb_ids, nb_w, change)
-    layers_dir = str(tmp / "inference" / "layers")
-    everyone = np.arange(n)
-    for k in range(enc.num_layers):
-        write_part(os.path.join(layers_dir, f"h{k}"), everyone, lay.h[k])
-        write_part(os.path.join(layers_dir, f"t{k}"), everyone, lay.t[k])
-    _io.write_npy(fs, str(tmp / "inference" / "output.npy"), lay.embeddings)
+    mode, num_actors, batch_size = layer_pass
+    if mode == "auto":
+        mode = "local" if n <= LOCAL_MAX_ITEMS else "ray"
+    if mode == "ray":
+        emb, recomputed = update_layers_ray(model.run_dir, str(tmp), base.root, base.layers,
+                                            change, ids, n_old, batch_size=batch_size,
+                                            num_actors=num_actors)
+    else:
+        old_h = [VectorStore(os.path.join(base.layers, f"h{k}"), n_old).gather(np.arange(n_old))
+                 for k in range(enc.num_layers)]
+        old_t = [VectorStore(os.path.join(base.layers, f"t{k}"), n_old).gather(np.arange(n_old))
+                 for k in range(enc.num_layers)]
+        old_emb = _old_embeddings(base, old)
+        feats_all = new.features()
+        lay = update_layers(enc, old_h, old_t, old_emb, None if feats_all is None
+                            else np.asarray(feats_all), degree, ids, nb_ids, nb_w, change)
+        layers_dir = str(tmp / "inference" / "layers")
+        everyone = np.arange(n)
+        for k in range(enc.num_layers):
+            write_part(os.path.join(layers_dir, f"h{k}"), everyone, lay.h[k])
+            write_part(os.path.join(layers_dir, f"t{k}"), everyone, lay.t[k])
+        emb, recomputed = lay.embeddings, lay.recomputed
+    _io.write_npy(fs, str(tmp / "inference" / "output.npy"), emb)
     step("layers")
 
     live = ~delta.removed
-    index_update.write_embeddings(str(tmp / "embeddings"), new.item_ids, lay.embeddings, live,
-                                  model, nb_info["seed"])
+    index_update.write_embeddings(str(tmp / "embeddings"), new.item_ids, emb, live, model,
+                                  nb_info["seed"])
     step("embeddings")
-    report = index_update.update_index(base.index, str(tmp / "index"), lay.embeddings,
-                                       new.item_ids, n_old, change[-1], delta.removed)
+    report = index_update.update_index(base.index, str(tmp / "index"), emb, new.item_ids,
+                                       n_old, change[-1], delta.removed)
     step("index")
     return UpdateResult(tmp.name[len(".tmp-"):], str(tmp), n, n - n_old,
                         int(delta.removed.sum()), int(hit.sum()), int(nb_changed.sum()),
-                        lay.recomputed, index=report)
+                        recomputed, index=report)
 
 
 def _fingerprint(table: pa.Table, feats: pa.Table | None, remove: pa.Array | None) -> str:

@@ -98,3 +98,44 @@ def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp
     for row, t, own in zip(got, truth, ids.to_pylist()[:50]):
         want = [ids[int(j)].as_py() for j in t if ids[int(j)].as_py() != own][:5]
         assert [i for i, _ in row] == want
+
+
+def test_update_on_the_worker_nodes_equals_the_local_update(cluster, reference_run,
+                                                            planted_dataset, tmp_path):
+    """``update_run(num_shards=2, mode="ray")`` on the cluster (walk shards and Ray Data layer
+    actors can only run on the worker nodes: the head has no CPU) gives the in-process
+    update's neighbourhoods, embeddings and counts: new edges, a new item, a removed item."""
+    import pyarrow as pa
+
+    from pinsage_ray.inference.pipeline import embed
+    from pinsage_ray.recommender import build_index
+    from pinsage_ray.update import update_run
+
+    inter, feats = planted_dataset.interactions, planted_dataset.item_features
+    item_col, group_col = inter.schema.get_field_index("item"), inter.schema.get_field_index("group")
+    new_item = pa.array([10**6] * 2, type=inter.schema.field("item").type)
+    day = pa.concat_tables([
+        inter.slice(0, 6).set_column(group_col, "group", inter.column("group").slice(100, 6)),
+        inter.slice(10, 2).set_column(item_col, "item", new_item)])
+    new_feats = feats.slice(0, 1).set_column(feats.schema.get_field_index("item"), "item",
+                                             new_item.slice(0, 1))
+    touched = set(day.column("item").to_pylist())
+    removed = next(i for i in inter.column("item").to_pylist()[300:] if i not in touched)
+    base = tmp_path / "base"
+    shutil.copytree(reference_run[0], base, ignore=shutil.ignore_patterns("train"))
+    embed(base, mode="local")
+    build_index(base)
+    out = {}
+    for mode, shards in (("local", 0), ("ray", 2)):
+        run = tmp_path / mode
+        shutil.copytree(base, run)
+        res = update_run(run, day, item_features=new_feats, remove_items=[removed],
+                         num_shards=shards, mode=mode, batch_size=100, num_actors=1)
+        version = run / "updates" / res.version
+        out[mode] = (res, np.load(version / "inference" / "output.npy"),
+                     np.load(version / "inference" / "neighbors" / "ids.npy"))
+    (local, local_emb, local_nb), (ray_res, ray_emb, ray_nb) = out["local"], out["ray"]
+    assert ray_res.recomputed == local.recomputed and ray_res.new_items == 1
+    assert ray_res.affected_items == local.affected_items
+    np.testing.assert_array_equal(ray_nb, local_nb)
+    assert np.abs(ray_emb - local_emb).max() <= 1e-5
