@@ -35,7 +35,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                       ("max_failures", int), ("sequence_window", int), ("seed", int),
                       ("group_queries", float), ("group_query_size", int),
                       ("id_dropout", float), ("id_weight", float),
-                      ("whole_graph_max_items", int)]:
+                      ("whole_graph_max_items", int), ("neighbor_table_max_items", int)]:
         dv = getattr(d, name)
         dv = "auto (0.5 with ordered pairs, else 1)" if dv is None else dv
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,

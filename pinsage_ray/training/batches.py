@@ -30,6 +30,7 @@ from pinsage_ray.model.batch import Block, EncoderInput
 from pinsage_ray.sampling.aggregate import Neighborhood
 from pinsage_ray.sampling.api import WalkService
 from pinsage_ray.training.config import TrainConfig
+from pinsage_ray.training.negatives import ItemDegrees, NegativeSampler
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +81,11 @@ def whole_graph_inputs(builder: "BatchBuilder", epoch: int) -> dict[str, np.ndar
     every item's id (-1 without edges), features, log degree and neighbourhood row (the
     epoch's table, the one sampled blocks would gather from)."""
     n = builder.num_items
-    nb = builder.neighbors(np.arange(n), epoch, 0)
-    return {"node_ids": inference_ids(np.arange(n), builder.degree), "features": builder.features,
-            "log_degree": builder.log_degree, "nb_ids": nb.ids, "nb_weights": nb.weights}
+    every = np.arange(n)
+    nb = builder.neighbors(every, epoch, 0)
+    return {"node_ids": inference_ids(every, builder.degree[every]),
+            "features": builder.features, "log_degree": builder.log_degree(every),
+            "nb_ids": nb.ids, "nb_weights": nb.weights}
 
 
 class NeighborSource:
@@ -174,30 +177,39 @@ class BatchBuilder:
 
     Args:
         walker: walk service for hard negatives (and neighbourhoods in 'batch' mode).
-        features: float32 (num_items, F) or None.
-        degree: int (num_items,) item degrees (log1p is the degree feature; also the
-            distribution of 'degree' negatives).
+        features: float32 (num_items, F) or None (a memory-mapped array is read per batch).
+        degree: item degrees: an int array, or :class:`~pinsage_ray.training.negatives.ItemDegrees`
+            (read per batch from the item CSR; the producers use it, holding no per-item
+            array). ``log1p`` of it is the degree feature.
         config: training configuration.
-        neighbor_mode: see :class:`NeighborSource`.
+        neighbor_mode: see :class:`NeighborSource`; None: ``'epoch'`` up to
+            ``config.neighbor_table_max_items`` items (and always in whole-graph training,
+            which embeds every item from the table), ``'batch'`` past it.
+        negatives: the shared-negative sampler; None: ``config.negative_sampling`` over
+            ``degree`` (:class:`~pinsage_ray.training.negatives.NegativeSampler`).
     """
 
-    def __init__(self, walker: WalkService, features: np.ndarray | None, degree: np.ndarray,
-                 config: TrainConfig, neighbor_mode: str = "epoch") -> None:
+    def __init__(self, walker: WalkService, features: np.ndarray | None,
+                 degree: np.ndarray | ItemDegrees, config: TrainConfig,
+                 neighbor_mode: str | None = None,
+                 negatives: NegativeSampler | None = None) -> None:
         self.walker, self.config = walker, config
         self.features = None if features is None else np.asarray(features, dtype=np.float32)
-        self.degree = np.asarray(degree)
-        self.log_degree = np.log1p(np.asarray(degree, dtype=np.float32))
+        self.degree = degree if isinstance(degree, ItemDegrees) else np.asarray(degree)
         self.num_items = len(degree)
-        p = (np.asarray(degree, dtype=np.float64) ** 0.75 if config.negative_sampling == "degree"
-             else np.ones(self.num_items))
-        self.neg_cdf = np.cumsum(p / p.sum())
-        self.neighbors = NeighborSource(walker, config, neighbor_mode)
+        self.negatives = negatives or NegativeSampler(config.negative_sampling, self.degree)
         self.whole_graph = uses_whole_graph(config, self.num_items)
+        if neighbor_mode is None:
+            neighbor_mode = ("epoch" if self.whole_graph
+                             or self.num_items <= config.neighbor_table_max_items else "batch")
+        self.neighbors = NeighborSource(walker, config, neighbor_mode)
+
+    def log_degree(self, nodes: np.ndarray) -> np.ndarray:
+        """float32 ``log1p(degree)`` of ``nodes``: the encoder's degree input."""
+        return np.log1p(np.asarray(self.degree[nodes]).astype(np.float32))
 
     def sample_shared(self, rng: np.random.Generator) -> np.ndarray:
-        m = self.config.num_shared_negatives
-        idx = np.searchsorted(self.neg_cdf, rng.random(m), side="right")
-        return np.minimum(idx, self.num_items - 1)
+        return self.negatives.sample(rng, self.config.num_shared_negatives)
 
     def build(self, q: np.ndarray, p: np.ndarray, hard_k: int, epoch: int,
               batch_seed: int, query_sets: np.ndarray | None = None) -> TrainBatch:
@@ -251,7 +263,7 @@ class BatchBuilder:
         inp = EncoderInput(
             node_ids=torch.from_numpy(ids),
             features=None if self.features is None else torch.from_numpy(self.features[nodes0]),
-            log_degree=torch.from_numpy(self.log_degree[nodes0]),
+            log_degree=torch.from_numpy(self.log_degree(nodes0)),
             blocks=blocks)
         return TrainBatch(inp, out_index(q), out_index(p), out_index(shared), out_index(hard),
                           None if query_sets is None else out_index(query_sets))

@@ -92,6 +92,9 @@ class TrainConfig:
     num_workers: int = 1           # Ray Train workers (data parallel)
     use_gpu: bool = False
     whole_graph_max_items: int = 0  # embed every item per step (no sampled blocks) up to this
+    neighbor_table_max_items: int = 10_000_000  # a per-epoch table of every item's
+    #   neighbourhood in each producer up to this many items (~20 x top_t bytes per item);
+    #   past it, sampled blocks walk each batch's nodes on the walk service instead
     num_shards: int = 0            # 0 = producers walk in-process; >0 = sharded walk service
     num_producers: int = 1         # batch-producer actors per training worker
     prefetch: int = 4              # batches in flight per worker (0 = strictly sequential)
@@ -111,7 +114,8 @@ class TrainConfig:
                       "batch_size", "num_shared_negatives", "hard_num_walks", "eval_k",
                       "num_producers", "positive_walk_length", "pairs_per_item",
                       "sequence_window", "group_query_size")
-        _non_negative_int(self, "num_layers", "whole_graph_max_items", "batches_per_epoch", "max_hard_negatives", "num_workers",
+        _non_negative_int(self, "num_layers", "whole_graph_max_items", "neighbor_table_max_items",
+                          "batches_per_epoch", "max_hard_negatives", "num_workers",
                           "num_shards", "prefetch", "max_failures", "seed")
         if self.id_skip is not None and not isinstance(self.id_skip, bool):
             raise ValueError(f"TrainConfig.id_skip={self.id_skip!r}; use True, False or None")

@@ -25,6 +25,7 @@ from pinsage_ray.sampling.api import WalkService
 from pinsage_ray.training.batches import BatchBuilder, TrainBatch, whole_graph_inputs
 from pinsage_ray.training.config import TrainConfig
 from pinsage_ray.training.groups import GroupExamples
+from pinsage_ray.training.negatives import ItemDegrees, NegativeSampler
 from pinsage_ray.training.pairs import PairSplit
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,11 @@ class BatchProducer:
         store = GraphStore(graph_dir)
         self.config = config.resolved(store.has_timestamps)
         self.walker = walker if walker is not None else LocalWalker(graph_dir)
-        feats = store.features()
-        self.builder = BatchBuilder(self.walker, None if feats is None else np.asarray(feats),
-                                    store.degrees("item"), self.config)
+        feats = store.features()  # memory-mapped: rows are read per batch
+        degrees = ItemDegrees.of(store)  # per batch from the item CSR: no per-item array
+        self.builder = BatchBuilder(
+            self.walker, None if feats is None else np.asarray(feats), degrees, self.config,
+            negatives=NegativeSampler.for_graph(self.config.negative_sampling, store, degrees))
         self.rank, self.world = rank, world
         self.q = pairs.train_q[rank::world]
         self.p = pairs.train_p[rank::world]
