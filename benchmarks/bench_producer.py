@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     add_guard_args(p)
     args = p.parse_args(argv)
     setup_logging()
-    machine = guard_machine(machine_info(), args)
+    machine = guard_machine(machine_info(), args, committed=True)
     t_start = time.perf_counter()
     rows, metrics = {}, []
     for size in args.sizes:
