@@ -95,14 +95,18 @@ def one_size(graph: Path, batches: int) -> dict:
     return row
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=["1m", "10m", "100m"])
     p.add_argument("--batches", type=int, default=5, help="timed batches per setting")
     p.add_argument("--cache-dir", default=str(REPO / ".bench_cache"),
                    help="where bench_scale left scale_SIZE_s0/graph")
     add_guard_args(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_logging()
     machine = guard_machine(machine_info(), args, committed=True)
     t_start = time.perf_counter()
