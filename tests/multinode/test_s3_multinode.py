@@ -1,6 +1,8 @@
 """The S3 path on the multi-node cluster (issue 12, part 4): ``prepare`` to ``s3://``, ``train``
 with an ``s3://`` run directory, ``embed``, ``build_index`` and ``Recommender.load`` from
-``s3://``, against the moto server of ``tests/conftest.py``, with the work on the worker nodes.
+``s3://``, against the moto server of ``tests/conftest.py``, with the work on the worker nodes,
+every stage on its distributed path: ``prepare(engine="ray")`` (checked equal to the local
+engine), two Train workers, Ray Data inference, the partitioned index built by Ray tasks.
 
 The cluster's nodes started before the moto server, so their processes do not inherit the AWS
 variables; the driver reconnects with them as the job's ``runtime_env`` (on a real cluster,
@@ -45,8 +47,19 @@ def test_pipeline_on_s3_across_nodes(s3_cluster, s3_server, s3_listing, tiny_inp
                                      tiny_train_config, tmp_path):
     root, _ = s3_server
     graph, run = f"{root}/graph", f"{root}/runs/multinode"
-    prepare(tiny_inputs["interactions"], graph, item_features=tiny_inputs["item_features"])
+    prepare(tiny_inputs["interactions"], graph, item_features=tiny_inputs["item_features"],
+            engine="ray")  # read, sorted and encoded by Ray Data tasks on the worker nodes
     assert "manifest.json" in s3_listing(graph) and GraphStore(graph).num_items == 300
+    local_graph = prepare(tiny_inputs["interactions"], tmp_path / "local-graph",
+                    item_features=tiny_inputs["item_features"], engine="local")
+    on_s3 = GraphStore(graph)
+    arrays = [f[:-4] for f in local_graph.manifest["files"] if f.endswith(".npy")]
+    assert {f[:-4] for f in on_s3.manifest["files"] if f.endswith(".npy")} == set(arrays)
+    for name in arrays:  # the same graph, array for array
+        np.testing.assert_array_equal(on_s3.array(name), local_graph.array(name),
+                                      err_msg=name)
+    assert on_s3.item_ids.equals(local_graph.item_ids)
+    assert on_s3.group_ids.equals(local_graph.group_ids)
 
     # two Train workers, one per worker node; walks in their producers (no shard actors)
     workers_before = fs.train_worker_nodes()
