@@ -181,12 +181,18 @@ def validate_interactions(table: pa.Table, origin: str) -> None:
                 f"{origin}: column 'timestamp' has type {t.type}; expected integers or timestamps")
 
 
-def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarray:
+def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str, *,
+                   check_only: bool = False) -> np.ndarray | None:
     """Align a features table to contiguous item ids: float32 (num_items, F).
 
     ``table`` has ``item`` plus either one list/fixed-size-list column or several numeric
     columns. Every graph item needs a row (``prepare`` first adds the items that have features
     but no interactions to ``item_ids``); rows for unknown items or duplicates are errors.
+    ``check_only``: run every check and return None (nothing the size of the matrix is built).
+
+    Memory beside the table: the output and one column at a time (numeric columns are
+    converted and scattered column by column; a list column's values once), so a 32-column
+    table of 4.7M items costs 0.6 GB here instead of three copies.
     """
     if "item" not in table.column_names:
         raise InputError(f"{origin}: features need an 'item' column; found {table.column_names}")
@@ -215,6 +221,8 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
         dim = int(lengths[0]) if len(lengths) else 0
         values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32)
         mat = values.reshape(len(col), dim)
+        finite = np.isfinite(mat).all(axis=1)
+        columns = None
     else:
         for c in others:
             t = table.schema.field(c).type
@@ -223,11 +231,14 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
             if table.column(c).null_count:
                 raise InputError(f"{_src(origin).at(_first(pc.is_null(table.column(c))))}, column "
                                  f"{c!r} is null")
-        mat = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)
-                               for c in others])
-    if not np.isfinite(mat).all():
-        row = _first(~np.isfinite(mat).all(axis=1))
-        raise InputError(f"{_src(origin).at(row)} has a NaN or infinite feature value")
+        columns, mat, dim = others, None, len(others)
+        finite = np.ones(table.num_rows, dtype=bool)
+        for c in others:  # one converted column at a time
+            finite &= np.isfinite(_float_column(table, c))
+    if not finite.all():
+        raise InputError(f"{_src(origin).at(_first(~finite))} has a NaN or infinite feature "
+                         "value")
+    del finite
     pos = _positions(table.column("item"), item_ids, origin, "features")
     if len(np.unique(pos)) != len(pos):
         _, first, counts = np.unique(pos, return_index=True, return_counts=True)
@@ -239,9 +250,19 @@ def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str) -> np.ndarr
         raise InputError(
             f"{origin}: {len(absent)} graph item(s) have no features, e.g. item "
             f"{item_ids[int(absent[0])].as_py()!r}; give every item a feature row")
-    out = np.empty((len(item_ids), mat.shape[1]), dtype=np.float32)
-    out[pos] = mat
+    if check_only:
+        return None
+    out = np.empty((len(item_ids), dim), dtype=np.float32)
+    if columns is None:
+        out[pos] = mat
+    else:
+        for j, c in enumerate(columns):
+            out[pos, j] = _float_column(table, c)
     return out
+
+
+def _float_column(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
 
 
 def feature_only_items(table: pa.Table, item_ids: pa.Array, origin: str) -> pa.Array:

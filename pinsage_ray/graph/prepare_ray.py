@@ -204,7 +204,7 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
     if feats is not None:  # every feature item, as a marker row (gcode -1)
         ids = inputs.feature_only_items(feats, pa.array([], type=item_type), feats_origin)
         # The checks that do not need the graph's ids, now rather than after two more sorts.
-        inputs.feature_matrix(feats, ids, feats_origin)
+        inputs.feature_matrix(feats, ids, feats_origin, check_only=True)
         encoded = encoded.union(ray.data.from_arrow(_markers(ids, has_times)))
     group_ids = pa.concat_arrays(ray.get(group_id_refs))
     n_groups = len(group_ids)
