@@ -48,3 +48,23 @@ def test_first_non_finite_row_is_named_before_other_errors(kind):
     with pytest.raises(InputError, match="duplicate features for item 30"):
         feature_matrix(numeric.take([0, 1, 2, 3, 0]), pa.array([10, 20, 30, 40]), "f.parquet",
                        check_only=True)
+
+
+def test_a_list_column_in_several_chunks_and_a_slice():
+    """Chunks are read one by one (rows keep their place across chunk edges; a sliced table's
+    offsets are honoured); a null or a short row in a later chunk is named by its row."""
+    a = pa.table({"item": [4, 2], "f": pa.array([[1.0, 2.0], [3.0, 4.0]])})
+    b = pa.table({"item": [3, 1], "f": pa.array([[5.0, 6.0], [7.0, 8.0]])})
+    table = pa.concat_tables([a, b])
+    assert table.column("f").num_chunks == 2
+    got = feature_matrix(table, pa.array([1, 2, 3, 4]), "f.parquet")
+    np.testing.assert_array_equal(got, [[7, 8], [3, 4], [5, 6], [1, 2]])
+    got = feature_matrix(table.slice(1, 3), pa.array([2, 3, 1]), "f.parquet")
+    np.testing.assert_array_equal(got, [[3, 4], [5, 6], [7, 8]])
+    nulls = pa.concat_tables([a, pa.table({"item": [3, 1], "f": pa.array([[5.0, 6.0], None])})])
+    with pytest.raises(InputError, match="row 3, column 'f' is null"):
+        feature_matrix(nulls, pa.array([1, 2, 3, 4]), "f.parquet")
+    short = pa.concat_tables([a, pa.table({"item": [3, 1],
+                                           "f": pa.array([[5.0, 6.0], [7.0]])})])
+    with pytest.raises(InputError, match="row 3, column 'f' has 1 values"):
+        feature_matrix(short, pa.array([1, 2, 3, 4]), "f.parquet")
