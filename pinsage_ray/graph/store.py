@@ -202,13 +202,16 @@ class GraphStore:
         n = self.num_items if direction == "item" else self.num_groups
         if not 0 <= lo <= hi <= n:
             raise ValueError(f"rows [{lo}, {hi}) outside [0, {n}) for direction {direction!r}")
-        indptr = self._npy_rows(f"{direction}_indptr.npy", lo, hi + 1)
+        indptr = self.array_rows(f"{direction}_indptr", lo, hi + 1)
         start, stop = int(indptr[0]), int(indptr[-1])
-        indices = self._npy_rows(f"{direction}_indices.npy", start, stop)
-        weights = self._npy_rows(f"{direction}_weights.npy", start, stop)
+        indices = self.array_rows(f"{direction}_indices", start, stop)
+        weights = self.array_rows(f"{direction}_weights", start, stop)
         return CSRSlice(lo, hi, indptr - start, indices, weights)
 
-    def _npy_rows(self, file: str, lo: int, hi: int) -> np.ndarray:
+    def array_rows(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` of array ``name`` (e.g. ``"item_features"``), one ranged read:
+        what a worker that handles a range of items reads instead of the whole array."""
+        file = f"{name}.npy"
         try:
             return _io.read_npy_rows(self.fs, _io.join(self.path, file), lo, hi)
         except (ValueError, OSError, EOFError) as err:

@@ -101,10 +101,6 @@ class _LayerPass:
         # written as embeddings part c, so part order is item order with no gather at the end
         self.out_dir, self.chunk_size = out_dir, chunk_size
 
-    def _rows(self, name: str, lo: int, hi: int) -> np.ndarray:
-        fs, path = self.graph.fs, _io.join(self.graph.path, f"{name}.npy")
-        return _io.read_npy_rows(fs, path, lo, hi)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         if self.chunk_size:
             (chunk,) = np.asarray(batch["id"], dtype=np.int64)  # batch_size=1: one chunk
@@ -114,10 +110,10 @@ class _LayerPass:
             ids = np.sort(np.asarray(batch["id"], dtype=np.int64))
         lo, hi = int(ids[0]), int(ids[-1]) + 1
         if self.layer in (0, self.num_layers):
-            deg = np.diff(self._rows("item_indptr", lo, hi + 1))[ids - lo]
+            deg = np.diff(self.graph.array_rows("item_indptr", lo, hi + 1))[ids - lo]
             node_ids = layerwise.inference_ids(ids, deg)  # -1: degree 0, no trained id
         if self.layer == 0:
-            feats = (self._rows("item_features", lo, hi)[ids - lo]
+            feats = (self.graph.array_rows("item_features", lo, hi)[ids - lo]
                      if self.graph.feature_dim else None)
             h = layerwise.input_layer_rows(self.encoder, node_ids, feats, np.log1p(deg))
         else:

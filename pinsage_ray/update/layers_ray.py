@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from pinsage_ray import _io
 from pinsage_ray.graph.store import GraphStore
 from pinsage_ray.inference import layerwise
 from pinsage_ray.inference.embeddings_io import read_embedding_rows
@@ -119,11 +118,9 @@ class _UpdateLayerPass:
             h_new = np.zeros((0, 0), np.float32)
             if len(rows):
                 lo, hi = int(rows[0]), int(rows[-1]) + 1
-                deg = np.diff(_io.read_npy_rows(self.graph.fs, _io.join(
-                    self.graph.path, "item_indptr.npy"), lo, hi + 1))[rows - lo]
-                feats = (_io.read_npy_rows(self.graph.fs, _io.join(
-                    self.graph.path, "item_features.npy"), lo, hi)[rows - lo]
-                    if self.graph.feature_dim else None)
+                deg = np.diff(self.graph.array_rows("item_indptr", lo, hi + 1))[rows - lo]
+                feats = (self.graph.array_rows("item_features", lo, hi)[rows - lo]
+                         if self.graph.feature_dim else None)
                 h_new = layerwise.input_layer_rows(self.encoder, self.node_ids[rows], feats,
                                                    np.log1p(deg.astype(np.float32)))
         else:
