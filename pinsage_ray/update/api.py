@@ -141,9 +141,7 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
         if _after_step is not None:  # fault injection in tests
             _after_step(name)
 
-    if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
-        raise ValueError(f"keep_versions={keep_versions!r}; expected an integer >= 1 (the new "
-                         "version counts as one)")
+    versions.check_keep_versions(keep_versions)  # before any work, not at the prune
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 0:
         raise ValueError(f"num_shards={num_shards!r}; expected 0 (in process) or a positive "
                          "number of walk shards")

@@ -142,6 +142,13 @@ def commit(run_dir: str | os.PathLike, tmp: Path, name: str) -> Path:
     return final
 
 
+def check_keep_versions(keep: object) -> None:
+    """``keep_versions`` must be an integer >= 1 (the current version counts as one)."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep_versions={keep!r}; expected an integer >= 1 (the current "
+                         "version counts as one and is always kept)")
+
+
 def prune(run_dir: str | os.PathLike, current: int, keep: int) -> list[str]:
     """Delete complete versions older than the ``keep`` newest (``current`` counts as one).
 
@@ -149,9 +156,7 @@ def prune(run_dir: str | os.PathLike, current: int, keep: int) -> list[str]:
     that have not switched yet (they hold what they serve in memory, so even a deleted
     directory does not disturb one that is mid-swap). Returns the names deleted.
     """
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep_versions={keep!r}; expected an integer >= 1 (the current "
-                         "version is always kept)")
+    check_keep_versions(keep)
     base = _local(run_dir) / UPDATES
     gone = []
     for path in sorted(base.iterdir()) if base.is_dir() else []:
