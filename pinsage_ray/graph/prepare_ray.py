@@ -56,6 +56,7 @@ from pinsage_ray import _io
 from pinsage_ray.data.types import RawDataset
 from pinsage_ray.graph import inputs
 from pinsage_ray.graph import prepare_blocks as blocks
+from pinsage_ray.graph import prepare_features as features
 from pinsage_ray.graph.inputs import InputError
 from pinsage_ray.graph.edges import degree_stats
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
@@ -137,6 +138,12 @@ def _fragments(path: str) -> tuple[list[blocks.Fragment], str, Any, str, pa.Sche
     return frags, fmt, fs, resolved, dataset.schema
 
 
+def _feature_input(path: str, columns: dict[str, str]) -> features.FeatureInput:
+    frags, fmt, fs, root, schema = _fragments(path)
+    rename = (columns["item"] if "item" not in schema.names and "item" in columns else None)
+    return features.FeatureInput(path, frags, fmt, fs, root, schema, rename)
+
+
 def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
                 item_features: Any = None, overwrite: bool = False,
                 columns: dict[str, str] | None = None) -> GraphStore:
@@ -156,12 +163,12 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
     name = os.path.basename(user_path.rstrip("/"))
     frags, fmt, fs, root, schema = _fragments(user_path)
     origin = inputs.Source(user_path, fmt, fs, root)
-    feats, feats_origin = None, f"{origin} (item_features)"
+    feats, feats_origin, feats_src = None, f"{origin} (item_features)", None
     if item_features is not None:
         feats = inputs.as_table(item_features, "prepare(item_features=...)")
         feats_origin = f"<{type(item_features).__name__}> (item_features)"
-        if feats is None:
-            feats, feats_origin = inputs.read_input(os.fspath(item_features))
+        if feats is None:  # a file or folder: read by tasks (prepare_features)
+            feats_src = _feature_input(os.fspath(item_features), columns)
     if feats is not None and "item" not in feats.column_names and "item" in columns:
         feats = feats.rename_columns([("item" if c == columns["item"] else c)
                                       for c in feats.column_names])
@@ -201,6 +208,15 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
            for r, o in zip(by_group, offsets)]
     group_id_refs = [e[1] for e in enc]
     encoded = ray.data.from_arrow_refs([e[0] for e in enc])
+    feature_rows, dim = None, 0
+    if feats_src is not None:  # checked and converted by tasks, one per fragment
+        read = features.read_features(feats_src, item_type)
+        if read is None:  # a fragment failed a check: the whole table's checks raise below
+            feats, feats_origin = features.read_whole(feats_src)
+        else:
+            feature_rows, dim = read
+            encoded = encoded.union(ray.data.from_arrow_refs(
+                [_remote(features.markers).remote(r, has_times) for r in feature_rows]))
     if feats is not None:  # every feature item, as a marker row (gcode -1)
         ids = inputs.feature_only_items(feats, pa.array([], type=item_type), feats_origin)
         # The checks that do not need the graph's ids, now rather than after two more sorts.
@@ -228,16 +244,28 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
               "zero_weight_rows_dropped": int(rows_read - kept)}
     feature_matrix = (inputs.feature_matrix(feats, item_ids, feats_origin)
                       if feats is not None else None)
+    if feature_matrix is not None:
+        dim = int(feature_matrix.shape[1])
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": name,
         "source": str(origin), "num_items": n_items, "num_groups": n_groups,
         "num_edges": int(n_edges), "feature_only_items": int(feature_only),
-        "feature_dim": int(feature_matrix.shape[1]) if feature_matrix is not None else 0,
+        "feature_dim": dim,
         "has_timestamps": has_times, "item_id_type": str(item_ids.type),
         "group_id_type": str(group_ids.type), "report": report, "files": {},
     }
     with _io.atomic_directory(graph_dir, overwrite=overwrite) as tmp:
         files = manifest["files"]
+        if feature_rows is not None:  # first: a duplicate or missing row is an input error
+            stream = _NpyStream(out_fs, _io.join(tmp, "item_features.npy"), np.float32,
+                                (n_items, dim))
+            try:
+                aligned = features.align_features(feature_rows, item_ids, dim, stream)
+            finally:
+                stream.stream.close()
+            if not aligned:
+                features.raise_local_error(feats_src, item_ids)
+            files["item_features.npy"] = stream.close()
         item_deg, any_weight = _write_csr(out_fs, tmp, "item", edge_refs, n_items, n_edges,
                                           files, times=False)
         group_deg, _ = _write_csr(out_fs, tmp, "group", by_group_edges, n_groups, n_edges,
@@ -317,27 +345,30 @@ def _raise_first_error(frags: list[blocks.Fragment], args: tuple) -> None:
 
 
 class _NpyStream:
-    """A ``.npy`` file written in pieces, byte for byte as ``np.save`` writes it whole."""
+    """A ``.npy`` file written in pieces (rows along the first axis), byte for byte as
+    ``np.save`` writes it whole. ``shape``: the length, or the whole shape."""
 
-    def __init__(self, fs: Any, path: str, dtype: Any, length: int) -> None:
-        self.dtype, self.length, self.written = np.dtype(dtype), length, 0
+    def __init__(self, fs: Any, path: str, dtype: Any, shape: int | tuple[int, ...]) -> None:
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.dtype, self.length, self.written = np.dtype(dtype), self.shape[0], 0
         self.stream = fs.open_output_stream(path)
         self.writer = _io._HashingWriter(self.stream)
         np.lib.format.write_array_header_1_0(self.writer, {
             "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-            "shape": (length,)})
+            "shape": self.shape})
 
     def write(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
-        self.writer.write(values.view(np.uint8).data)
+        self.writer.write(values.reshape(-1).view(np.uint8).data)
         self.written += len(values)
 
     def close(self) -> dict:
-        self.stream.close()
+        if not self.stream.closed:
+            self.stream.close()
         if self.written != self.length:
             raise RuntimeError(f"wrote {self.written} of {self.length} rows")
         return {"sha256": self.writer.sha.hexdigest(), "bytes": self.writer.nbytes,
-                "dtype": str(self.dtype), "shape": [self.length]}
+                "dtype": str(self.dtype), "shape": list(self.shape)}
 
 
 def _write_csr(fs: Any, tmp: str, side: str, refs: list, n_rows: int, n_edges: int,
