@@ -39,6 +39,9 @@ class TreeMemory:
         self.peak_processes = 0
         #: pid -> (peak RSS in bytes, the start of its command line): each process's own peak
         self.per_process: dict[int, tuple[int, str]] = {}
+        #: pid -> peak of RSS less shared-memory pages (``RssShmem``: Ray's object store,
+        #: which every process reading objects maps, and which belongs to the node's store)
+        self.private_per_process: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -53,6 +56,9 @@ class TreeMemory:
                 rss = p.memory_info().rss
                 if rss > self.per_process.get(p.pid, (0, ""))[0]:
                     self.per_process[p.pid] = (rss, " ".join(p.cmdline()[:2])[:80])
+                private = rss - (rss_shmem(p.pid) or 0)
+                if private > self.private_per_process.get(p.pid, 0):
+                    self.private_per_process[p.pid] = private
             except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
                 continue
             total += rss
@@ -66,7 +72,7 @@ class TreeMemory:
         """Forget the peak so far and start a new one from a sample taken now."""
         with self._lock:
             self.peak, self.peak_processes = 0, 0
-            self.per_process = {}
+            self.per_process, self.private_per_process = {}, {}
         self.sample()
 
     def _run(self) -> None:
@@ -80,13 +86,23 @@ class TreeMemory:
         return self.peak
 
 
-def vm_hwm(pid: int) -> int | None:
-    """Peak resident memory (VmHWM) of a live process, bytes (None where /proc lacks it)."""
+def _status_field(pid: int, field: str) -> int | None:
+    """A ``kB`` field of ``/proc/PID/status`` in bytes (None where /proc lacks it)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def vm_hwm(pid: int) -> int | None:
+    """Peak resident memory (VmHWM) of a live process, bytes (None where /proc lacks it)."""
+    return _status_field(pid, "VmHWM:")
+
+
+def rss_shmem(pid: int) -> int | None:
+    """Resident shared-memory pages (RssShmem: Ray's object store) of a live process, bytes."""
+    return _status_field(pid, "RssShmem:")

@@ -208,6 +208,8 @@ def distributed_metrics(results: list[dict]) -> list[dict]:
         tag = "94m" if tag == "100m" else tag  # the 100m setting gives 94M edges
         out += [metric(f"prepare_peak_rss_per_process_gib_distributed_{tag}",
                        d["peak_rss_per_process_bytes"] / 2**30, "GiB", False),
+                metric(f"prepare_peak_private_rss_per_process_gib_distributed_{tag}",
+                       d["peak_private_rss_per_process_bytes"] / 2**30, "GiB", False),
                 metric(f"prepare_distributed_vs_single_time_{tag}",
                        d["seconds"] / r["prepare"]["seconds"], "ratio", False)]
     compared = [r for r in dist if "comparison" in r["prepare_distributed"]]

@@ -3,7 +3,7 @@
 * :func:`measure_prepare_distributed`: ``prepare(engine="ray")`` on the same Parquet files in
   a fresh process with its own local Ray instance on every core: seconds, the peak RSS of
   each process (driver and every Ray worker, sampled every 0.25 s by ``_memory.TreeMemory``;
-  VmHWM for the driver), and whether the graph directory equals the single-process one array for array.
+  VmHWM for the driver) with and without the object-store pages it maps, and whether the graph directory equals the single-process one array for array.
 * :func:`measure_partitioned_index`: a :class:`~pinsage_ray.index.PartitionedIndex` of
   ``partitions`` HNSW indexes over the same vectors as the one-index stage, each partition at
   the one index's ``ef``: build seconds per partition (built one after another here; on a
@@ -50,6 +50,9 @@ def _prepare_ray_child(raw: str, graph: str, out: str, object_store_gb: float) -
     Path(out).write_text(json.dumps({
         "seconds": seconds, "num_edges": store.num_edges, "driver_peak_rss_bytes": driver,
         "peak_rss_per_process_bytes": max([driver, *(r for r, _ in per_pid.values())]),
+        # less the object-store pages each process maps (sampled; the store is per node)
+        "peak_private_rss_per_process_bytes": max(tree.private_per_process.values()),
+        "driver_peak_private_rss_bytes": tree.private_per_process.get(os.getpid(), 0),
         "largest_processes": [{"rss_bytes": r, "process": n} for r, n in top],
         "processes_seen": len(per_pid), "num_cpus": os.cpu_count()}))
 
