@@ -28,7 +28,7 @@ before: the caller holds them whole already.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,18 +48,23 @@ __all__ = ["FeatureInput", "align_features", "feature_block", "markers", "positi
 
 @dataclass
 class FeatureInput:
-    """A features file or folder read by tasks: its fragments and how to read them."""
+    """A features file or folder read by tasks: its files and fragments.
+
+    Attributes:
+        path: what the user passed.
+        files: ``prepare_ray._Files`` (format, filesystem, schema, row groups).
+        item_column: the user's name for ``item`` when the file has no ``item`` column.
+        frags: the fragments the tasks read (set once the cluster's size is known).
+    """
 
     path: str
-    frags: list
-    fmt: str
-    fs: Any
-    root: str
-    schema: pa.Schema
-    item_column: str | None  # the user's name for 'item' when the file has no 'item' column
+    files: Any
+    item_column: str | None
+    frags: list = field(default_factory=list)
 
     def read(self, index: int) -> pa.Table:
-        table = blocks.read_fragment(self.frags[index], self.fmt, self.fs, self.schema, self.path)
+        f = self.files
+        table = blocks.read_fragment(self.frags[index], f.fmt, f.fs, f.schema, self.path)
         return _renamed(table, self.item_column)
 
 
@@ -142,7 +147,7 @@ def positions(table: pa.Table, item_ids: pa.Array) -> pa.Table:
 
 def align_features(row_refs: list, item_ids: pa.Array, dim: int, stream: Any) -> bool:
     """Sort the feature rows by item position and write their vectors to ``stream`` (a
-    ``(num_items, dim)`` float32 :class:`prepare_ray._NpyStream`). False (and nothing more
+    ``(num_items, dim)`` float32 :class:`~pinsage_ray.graph.prepare_write.NpyStream`). False (and nothing more
     written) as soon as the rows are not exactly one per item, in order."""
     import ray
     import ray.data

@@ -4,7 +4,8 @@
 :data:`AUTO_RAY_MIN_BYTES` bytes of files) runs here instead of in one process:
 
 1. **Read and check** in parallel: one Ray Data task per CSV file or run of Parquet row
-   groups (at most :data:`FRAGMENT_ROWS` rows) reads its rows with the whole input's schema
+   groups (at most :data:`FRAGMENT_ROWS` rows, and fewer when the input is small for the
+   cluster: :func:`fragment_rows`) reads its rows with the whole input's schema
    and runs the local engine's checks (:func:`inputs.validate_interactions`) on them.
    Errors name the file and the line/row within it exactly as the local engine does; when
    several blocks are bad, the driver keeps the error the local engine would raise (first
@@ -18,22 +19,21 @@
    order, so the float sums are bit-identical).
 4. **Group order**: Ray Data's ``sort`` of the merged edges by (group, time, first row) or
    (group, item), the local engine's group CSR order.
+   Item features, when given, take a fourth sort: by item position
+   (:mod:`pinsage_ray.graph.prepare_features`).
 5. **Write**: the driver streams the sorted blocks, one at a time, into the same ``.npy``
    files (bytes and sha256 as ``np.save`` writes them) inside ``_io.atomic_directory``, so a
    failure at any step leaves no graph directory.
 
 Driver memory: the final files' per-node arrays (``*_indptr`` and the degrees: 16 bytes per
-item and per group; ``item_ids``/``group_ids``: 8 bytes per id, or the strings), with
-features the feature table and its float32 matrix (read and checked in the driver as the
-local engine does: 4 x F bytes per item, twice), and one sorted block at a time (at most
-36 bytes per edge of that block: codes, weight, time, first row; its object-store pages
-count in the driver's RSS as shared memory, bounded by the object store). No edge-sized
-array lives in the driver's heap. On 1M
-input rows (759k edges) the driver's VmHWM rose 92 MB during the call (7 MB of it private
-heap, 36 MB object-store pages, about 30 MB the final ``GraphStore`` open) against 179 MB for
-the local engine; see docs/scaling.md. Ray's object store holds the rows between steps
-(spilled to disk when full). Not distributed yet: item features (one table in the driver,
-as the local engine reads them) and the per-node arrays.
+item and per group; ``item_ids``/``group_ids``: 8 bytes per id, or the strings) and one sorted
+block at a time (at most 36 bytes per edge of that block: codes, weight, time, first row; or
+one block of feature vectors). Its object-store pages count in the driver's RSS as shared
+memory, bounded by the node's object store. No edge-sized array and no feature table lives in
+the driver's heap: item features given as a file or folder are read, checked and aligned by
+tasks (:mod:`pinsage_ray.graph.prepare_features`); a table or DataFrame passed in memory is
+aligned in the driver, which holds it already. Ray's object store holds the rows between
+steps (spilled to disk when full). Measured in docs/scaling.md.
 
 Row numbers in errors are exact: a fragment knows its file and first row, so a message names
 ``part-1.csv line 3`` as the local engine does. An error in one worker aborts the Ray Data
@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,8 @@ from pinsage_ray.graph import inputs
 from pinsage_ray.graph import prepare_blocks as blocks
 from pinsage_ray.graph import prepare_features as features
 from pinsage_ray.graph.inputs import InputError
-from pinsage_ray.graph.edges import degree_stats
+from pinsage_ray.graph.prepare_write import NpyStream
+from pinsage_ray.graph.prepare_write import write_csr as _write_csr
 from pinsage_ray.graph.store import FORMAT_NAME, FORMAT_VERSION, GraphStore
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,17 @@ AUTO_RAY_MIN_BYTES = 2 << 30
 ENGINES = ("auto", "local", "ray")
 #: Rows read by one task at most (whole Parquet row groups; a CSV file is one task).
 FRAGMENT_ROWS = 1 << 20
+#: Below ``FRAGMENT_ROWS``, Parquet input is cut into at least this many fragments per CPU
+#: of the cluster (down to :data:`FRAGMENT_MIN_ROWS` rows each), so the rows a task or a sort
+#: partition holds, and with them each process's memory, shrink as nodes are added.
+FRAGMENTS_PER_CPU = 2
+FRAGMENT_MIN_ROWS = 1 << 16
+
+
+def fragment_rows(total_rows: int, cpus: float) -> int:
+    """Rows per fragment for ``total_rows`` of Parquet on a cluster of ``cpus`` CPUs."""
+    share = -(-int(total_rows) // (FRAGMENTS_PER_CPU * max(int(cpus), 1)))
+    return int(min(FRAGMENT_ROWS, max(FRAGMENT_MIN_ROWS, share)))
 
 
 def pick_engine(source: Any, engine: str) -> str:
@@ -107,8 +120,40 @@ def input_bytes(path: str) -> int:
         _io.pafs.FileSelector(resolved, recursive=True)) if i.type == _io.pafs.FileType.File)
 
 
-def _fragments(path: str) -> tuple[list[blocks.Fragment], str, Any, str, pa.Schema]:
-    """The input's fragments, format, filesystem, resolved path and schema."""
+@dataclass
+class _Files:
+    """An input's files and Parquet row groups, before they are cut into fragments."""
+
+    files: list  # (file index, path, [(row group id, rows)] or None for CSV)
+    fmt: str
+    fs: Any
+    root: str
+    schema: pa.Schema
+
+    @property
+    def parquet_rows(self) -> int:
+        return sum(n for _, _, groups in self.files for _, n in (groups or ()))
+
+    def fragments(self, max_rows: int = FRAGMENT_ROWS) -> list[blocks.Fragment]:
+        """Runs of whole row groups of at most ``max_rows`` rows (a CSV file: one fragment)."""
+        frags: list[blocks.Fragment] = []
+        for index, path, groups in self.files:
+            if groups is None:
+                frags.append(blocks.Fragment(index, path, (), 0))
+                continue
+            start, run, rows = 0, [], 0
+            for group, n in groups:
+                if run and rows + n > max_rows:
+                    frags.append(blocks.Fragment(index, path, tuple(run), start))
+                    start, run, rows = start + rows, [], 0
+                run.append(group)
+                rows += n
+            frags.append(blocks.Fragment(index, path, tuple(run), start))
+        return frags
+
+
+def _files(path: str) -> _Files:
+    """The input's files (with their row groups), format, filesystem, path and schema."""
     import pyarrow.dataset as pads
 
     fs, resolved = _io.resolve(path)
@@ -118,30 +163,29 @@ def _fragments(path: str) -> tuple[list[blocks.Fragment], str, Any, str, pa.Sche
     fmt = inputs._input_format(fs, resolved, info, path)
     try:
         dataset = pads.dataset(resolved, filesystem=fs, format=fmt)
-        frags: list[blocks.Fragment] = []
-        for index, fragment in enumerate(dataset.get_fragments()):
-            if fmt != "parquet":
-                frags.append(blocks.Fragment(index, fragment.path, (), 0))
-                continue
-            start, run, rows = 0, [], 0  # runs of row groups of up to FRAGMENT_ROWS rows
-            for group in fragment.row_groups:
-                if run and rows + group.num_rows > FRAGMENT_ROWS:
-                    frags.append(blocks.Fragment(index, fragment.path, tuple(run), start))
-                    start, run, rows = start + rows, [], 0
-                run.append(group.id)
-                rows += group.num_rows
-            frags.append(blocks.Fragment(index, fragment.path, tuple(run), start))
+        files = [(index, f.path, None if fmt != "parquet" else
+                  [(g.id, g.num_rows) for g in f.row_groups])
+                 for index, f in enumerate(dataset.get_fragments())]
     except (pa.ArrowException, OSError, ValueError) as err:
         text = " ".join(str(err).split())[:300]
         raise InputError(f"input {path!r}: cannot be read as {fmt} ({text}); check the file "
                          "is a complete, valid Parquet/CSV file") from None
-    return frags, fmt, fs, resolved, dataset.schema
+    return _Files(files, fmt, fs, resolved, dataset.schema)
+
+
+def _cluster_fragments(files: _Files) -> list[blocks.Fragment]:
+    """``files`` cut for the running Ray cluster (:func:`fragment_rows`)."""
+    import ray
+
+    return files.fragments(fragment_rows(files.parquet_rows,
+                                         ray.cluster_resources().get("CPU", 1)))
 
 
 def _feature_input(path: str, columns: dict[str, str]) -> features.FeatureInput:
-    frags, fmt, fs, root, schema = _fragments(path)
-    rename = (columns["item"] if "item" not in schema.names and "item" in columns else None)
-    return features.FeatureInput(path, frags, fmt, fs, root, schema, rename)
+    files = _files(path)
+    rename = (columns["item"] if "item" not in files.schema.names and "item" in columns
+              else None)
+    return features.FeatureInput(path, files, rename)
 
 
 def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
@@ -161,7 +205,8 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
     columns = inputs.check_columns(columns)
     user_path = os.fspath(source)
     name = os.path.basename(user_path.rstrip("/"))
-    frags, fmt, fs, root, schema = _fragments(user_path)
+    files = _files(user_path)
+    fmt, fs, root, schema = files.fmt, files.fs, files.root, files.schema
     origin = inputs.Source(user_path, fmt, fs, root)
     feats, feats_origin, feats_src = None, f"{origin} (item_features)", None
     if item_features is not None:
@@ -177,6 +222,9 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
         raise FileExistsError(f"{final!r} already exists; pass overwrite=True (CLI: "
                               "--overwrite) to replace it or choose another directory.")
     init_ray()
+    frags = _cluster_fragments(files)
+    if feats_src is not None:
+        feats_src.frags = _cluster_fragments(feats_src.files)
     args = (fmt, fs, schema, user_path, user_path, root, columns)
 
     def read(batch: dict) -> pa.Table:
@@ -257,7 +305,7 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
     with _io.atomic_directory(graph_dir, overwrite=overwrite) as tmp:
         files = manifest["files"]
         if feature_rows is not None:  # first: a duplicate or missing row is an input error
-            stream = _NpyStream(out_fs, _io.join(tmp, "item_features.npy"), np.float32,
+            stream = NpyStream(out_fs, _io.join(tmp, "item_features.npy"), np.float32,
                                 (n_items, dim))
             try:
                 aligned = features.align_features(feature_rows, item_ids, dim, stream)
@@ -266,9 +314,9 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
             if not aligned:
                 features.raise_local_error(feats_src, item_ids)
             files["item_features.npy"] = stream.close()
-        item_deg, any_weight = _write_csr(out_fs, tmp, "item", edge_refs, n_items, n_edges,
+        item_stats, any_weight = _write_csr(out_fs, tmp, "item", edge_refs, n_items, n_edges,
                                           files, times=False)
-        group_deg, _ = _write_csr(out_fs, tmp, "group", by_group_edges, n_groups, n_edges,
+        group_stats, _ = _write_csr(out_fs, tmp, "group", by_group_edges, n_groups, n_edges,
                                   files, times=has_times)
         if feature_matrix is not None:
             files["item_features.npy"] = _io.write_npy(
@@ -277,7 +325,7 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
             files[f"{side}_ids.parquet"] = _io.write_parquet(
                 out_fs, _io.join(tmp, f"{side}_ids.parquet"), pa.table({"id": ids}))
         manifest["weighted"] = any_weight
-        manifest["stats"] = {"item_degree": degree_stats(item_deg), "group_degree": degree_stats(group_deg)}
+        manifest["stats"] = {"item_degree": item_stats, "group_degree": group_stats}
         manifest["prepare_seconds"] = round(time.perf_counter() - t0, 3)
         _io.write_json(out_fs, _io.join(tmp, "manifest.json"), manifest)
     logger.info("prepared %s on Ray: %d items (%d feature-only), %d groups, %d edges from %d "
@@ -342,67 +390,3 @@ def _raise_first_error(frags: list[blocks.Fragment], args: tuple) -> None:
                                  for f in frags]) if e is not None]
     if found:
         raise InputError(min(found)[2]) from None
-
-
-class _NpyStream:
-    """A ``.npy`` file written in pieces (rows along the first axis), byte for byte as
-    ``np.save`` writes it whole. ``shape``: the length, or the whole shape."""
-
-    def __init__(self, fs: Any, path: str, dtype: Any, shape: int | tuple[int, ...]) -> None:
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        self.dtype, self.length, self.written = np.dtype(dtype), self.shape[0], 0
-        self.stream = fs.open_output_stream(path)
-        self.writer = _io._HashingWriter(self.stream)
-        np.lib.format.write_array_header_1_0(self.writer, {
-            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-            "shape": self.shape})
-
-    def write(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        self.writer.write(values.reshape(-1).view(np.uint8).data)
-        self.written += len(values)
-
-    def close(self) -> dict:
-        if not self.stream.closed:
-            self.stream.close()
-        if self.written != self.length:
-            raise RuntimeError(f"wrote {self.written} of {self.length} rows")
-        return {"sha256": self.writer.sha.hexdigest(), "bytes": self.writer.nbytes,
-                "dtype": str(self.dtype), "shape": list(self.shape)}
-
-
-def _write_csr(fs: Any, tmp: str, side: str, refs: list, n_rows: int, n_edges: int,
-               files: dict, *, times: bool) -> tuple[np.ndarray, bool]:
-    """Stream blocks sorted by ``side`` into ``{side}_indptr/indices/weights[/times].npy``;
-    return the degrees and whether any weight differs from 1."""
-    import ray
-
-    row_col, col_col = ("icode", "gcode") if side == "item" else ("gcode", "icode")
-    names = {"indices": np.int64, "weights": np.float32, **({"times": np.int64} if times else {})}
-    streams = {k: _NpyStream(fs, _io.join(tmp, f"{side}_{k}.npy"), d, n_edges)
-               for k, d in names.items()}
-    deg, any_weight = np.zeros(n_rows, dtype=np.int64), False
-    try:
-        for ref in refs:
-            table = ray.get(ref)
-            rows = table.column(row_col).to_numpy()
-            if len(rows):
-                lo = int(rows[0])
-                deg[lo:int(rows[-1]) + 1] += np.bincount(rows - lo)
-            w = table.column("w").to_numpy()
-            any_weight = any_weight or bool(np.any(w != 1.0))
-            streams["indices"].write(table.column(col_col).to_numpy())
-            streams["weights"].write(w)
-            if times:
-                streams["times"].write(table.column("t").to_numpy())
-            del table, rows, w
-    except BaseException:
-        for stream in streams.values():
-            stream.stream.close()
-        raise
-    for k, stream in streams.items():
-        files[f"{side}_{k}.npy"] = stream.close()
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(deg, out=indptr[1:])
-    files[f"{side}_indptr.npy"] = _io.write_npy(fs, _io.join(tmp, f"{side}_indptr.npy"), indptr)
-    return deg, any_weight

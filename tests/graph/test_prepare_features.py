@@ -129,3 +129,57 @@ def test_bad_features_give_the_local_error(ray_session, graph_input, case):
             "item_without_features": "have no features",
             "width_differs_between_files": "every feature vector must have the same length",
             }[case] in errors[1]
+
+
+def test_fragments_shrink_as_the_cluster_grows(tmp_path):
+    """Parquet input is cut into at least FRAGMENTS_PER_CPU fragments per CPU (whole row
+    groups, at least FRAGMENT_MIN_ROWS rows, at most FRAGMENT_ROWS), so each task's rows fall
+    as CPUs are added; a CSV file stays one fragment."""
+    rows = prepare_ray.fragment_rows
+    assert rows(40_000_000, 2) == prepare_ray.FRAGMENT_ROWS
+    assert rows(4_000_000, 4) == 500_000 and rows(4_000_000, 8) == 250_000
+    assert rows(1_000, 64) == prepare_ray.FRAGMENT_MIN_ROWS
+    pq.write_table(pa.table({"item": np.arange(1000), "group": np.arange(1000)}),
+                   tmp_path / "i.parquet", row_group_size=100)
+    files = prepare_ray._files(str(tmp_path / "i.parquet"))
+    assert files.parquet_rows == 1000
+    for max_rows, want in ((1000, 1), (450, 3), (100, 10), (50, 10)):
+        frags = files.fragments(max_rows)
+        assert len(frags) == want
+        assert [f.offset for f in frags] == [sum(len(g.row_groups) for g in frags[:i]) * 100
+                                             for i in range(len(frags))]
+        assert sorted(g for f in frags for g in f.row_groups) == list(range(10))
+    (tmp_path / "i.csv").write_text("item,group\n1,2\n")
+    assert len(prepare_ray._files(str(tmp_path / "i.csv")).fragments(1)) == 1
+
+
+def test_csr_streamed_from_blocks_equals_the_whole_arrays(tmp_path):
+    """Rows spanning blocks (a group split by the (group, time) sort), rows without edges
+    between blocks and at the end, one row per block: the streamed indptr and the degree
+    statistics equal those of the whole degree array, and each file is np.save's bytes."""
+    from pinsage_ray import _io
+    from pinsage_ray.graph.edges import degree_stats
+    from pinsage_ray.graph.prepare_write import write_csr
+
+    rows = np.array([0, 0, 2, 2, 2, 2, 3, 7, 7, 7, 7, 7, 9])  # rows 1, 4-6, 8, 10, 11 empty
+    cuts = [0, 3, 5, 6, 7, 10, 12, 13]  # row 2 and row 7 continue into the next block
+    table = pa.table({"gcode": rows, "icode": np.arange(len(rows)),
+                      "w": np.ones(len(rows), dtype=np.float32)})
+    blocks = [table.slice(a, b - a) for a, b in zip(cuts[:-1], cuts[1:])]
+    files: dict = {}
+    fs, root = _io.resolve(str(tmp_path))
+    stats, weighted = write_csr(fs, root, "group", blocks, 12, len(rows), files, times=False)
+    deg = np.bincount(rows, minlength=12)
+    indptr = np.concatenate([[0], np.cumsum(deg)]).astype(np.int64)
+    assert (np.load(tmp_path / "group_indptr.npy") == indptr).all() and not weighted
+    assert stats == degree_stats(deg)
+    np.save(tmp_path / "want.npy", indptr)
+    assert (tmp_path / "want.npy").read_bytes() == (tmp_path / "group_indptr.npy").read_bytes()
+    assert files["group_indptr.npy"]["shape"] == [13]
+    for degrees in ([3, 1, 0, 5, 2], [4], [0, 0], [1, 2, 2, 9, 9, 9, 100]):
+        from pinsage_ray.graph.prepare_write import DegreeHistogram
+
+        hist = DegreeHistogram()
+        hist.add(np.asarray(degrees[:2]))
+        hist.add(np.asarray(degrees[2:]))
+        assert hist.stats() == degree_stats(np.asarray(degrees))
