@@ -53,6 +53,27 @@ def build_index(run_dir: str | os.PathLike, config: Any = None, *, partitions: i
     return index
 
 
+def _partition_actors(path: str, ef: int | None) -> Any:
+    """The partitioned index at ``path`` served by :class:`PartitionActors`."""
+    import json
+
+    from pinsage_ray import _io
+    from pinsage_ray.index import PartitionActors
+    from pinsage_ray.index._hnsw_io import PARTITIONED_KIND
+
+    fs, root = _io.resolve(path)
+    try:
+        with fs.open_input_file(_io.join(root, "manifest.json")) as f:
+            kind = json.loads(f.read().decode("utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = PARTITIONED_KIND  # a damaged manifest: PartitionActors.load names the problem
+    if kind != PARTITIONED_KIND:
+        raise ValueError(f"partition_actors=True: {path} holds one index, not a partitioned "
+                         "one; build it with `pinsage-ray index RUN --partitions P`, or load "
+                         "without partition_actors")
+    return PartitionActors.load(path, ef=ef)
+
+
 class Recommender:
     """Related items from a run directory that has ``embeddings/`` and ``index/``.
 
@@ -68,8 +89,13 @@ class Recommender:
         self._unsaved = 0  # items added since load (or the last save), the last rows
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None) -> Recommender:
+    def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None,
+             partition_actors: bool = False) -> Recommender:
         """Load embeddings and the index (build it first with ``pinsage-ray index``).
+
+        ``partition_actors``: serve a partitioned index (``pinsage-ray index --partitions``)
+        from one Ray actor per partition (:class:`~pinsage_ray.index.PartitionActors`)
+        instead of loading every partition into this process; the index is then read-only.
 
         Raises:
             FileNotFoundError: no index or no embeddings yet.
@@ -92,7 +118,7 @@ class Recommender:
             raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
         fix = f"rebuild it with `pinsage-ray index {run_dir}`"
         try:  # checksums and structure are verified before hnswlib reads the file
-            index = load_index(path, ef=ef)
+            index = _partition_actors(path, ef) if partition_actors else load_index(path, ef=ef)
         except IndexIntegrityError as err:
             raise IndexIntegrityError(f"{err}; {fix}") from None
         ids, emb = load_embeddings(run_dir)
@@ -102,6 +128,12 @@ class Recommender:
             raise IndexIntegrityError(f"{path}: built from other embeddings ({len(index)} items, "
                                       f"embeddings have {len(ids)}); {fix}")
         return cls(run_path(run_dir), index, ids, emb)
+
+    def close(self) -> None:
+        """End the partition actors, when the index is served by them (no-op otherwise)."""
+        close = getattr(self.index, "close", None)
+        if close is not None:
+            close()
 
     def _rows(self, items: Sequence[Any], argument: str) -> np.ndarray:
         try:

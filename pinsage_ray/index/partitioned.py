@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,8 @@ from pinsage_ray.index.hnsw import HNSWIndex
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PartitionedIndex", "load_index", "partition_bounds"]
+__all__ = ["PartitionedIndex", "exclusion_ids", "load_index", "merge_top", "partition_bounds",
+           "partition_entries", "partition_top"]
 
 
 def partition_bounds(count: int, partitions: int) -> np.ndarray:
@@ -58,6 +59,61 @@ def partitioned_manifest(entries: list[dict[str, Any]], count: int, dim: int, sp
     ``dir``, ``count`` and ``manifest_sha256``, in row order."""
     return {**extra, "kind": PARTITIONED_KIND, "format_version": io.FORMAT_VERSION,
             "count": int(count), "dim": int(dim), "space": space, "partitions": entries}
+
+
+def exclusion_ids(exclude: Any, single: bool, q: int, by: str, count: int,
+                  ids: Callable[[], np.ndarray], object_ids: bool) -> list[np.ndarray] | None:
+    """Each query row's excluded items as caller ids (``by='position'``: global positions
+    mapped through ``ids()``), checked; None without exclusions."""
+    if exclude is None:
+        return None
+    rows = exclusion_lists([exclude] if single else list(exclude), q, by, count)
+    every = ids() if by == "position" else None
+    kind = object if object_ids else None
+    return [np.asarray(every[r].tolist() if by == "position" else r, dtype=kind) for r in rows]
+
+
+def partition_top(part: HNSWIndex, q: np.ndarray, k: int,
+                  ex: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One partition's answer to a fan-out query: its best ``k + (excluded items it
+    holds)`` (at most its live items) with excluded ids scored ``-inf``, and per query row the
+    live items it holds that may be returned. ``ex``: excluded caller ids per row, or None.
+    Shared by :class:`PartitionedIndex` and partitions served from their own actors."""
+    deleted = part.deleted
+    live = len(part) - len(deleted)
+    held = np.zeros(len(q), dtype=np.int64)  # live excluded items this partition holds
+    if ex is not None:
+        for r, e in enumerate(ex):
+            pos = np.asarray([part._pos[i] for i in e.tolist() if i in part._pos],
+                             dtype=np.int64)
+            held[r] = np.count_nonzero(~np.isin(pos, deleted))
+    fetch = int(min(live, k + held.max(initial=0)))
+    available = live - held
+    if fetch < 1:
+        return (np.empty((len(q), 0), dtype=part.ids.dtype), np.empty((len(q), 0)), available)
+    ids, scores = part.query(q, fetch)
+    scores = scores.astype(np.float64)
+    if ex is not None and held.any():
+        for r, e in enumerate(ex):
+            if held[r]:
+                scores[r, np.isin(ids[r], e)] = -np.inf
+    return ids, scores, available
+
+
+def merge_top(answers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int, count: int,
+              single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k of the partitions' :func:`partition_top` answers (ties keep partition
+    order, then each partition's rank); ``count``: items in every partition together."""
+    available = np.sum([a for _, _, a in answers], axis=0)
+    if k > available.min(initial=count):
+        raise ValueError(f"k={k} exceeds the {count} indexed items minus "
+                         f"{count - int(available.min())} excluded or deleted")
+    ids = np.concatenate([i for i, _, _ in answers], axis=1)
+    scores = np.concatenate([s for _, s, _ in answers], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ids = np.take_along_axis(ids, order, 1)
+    scores = np.take_along_axis(scores, order, 1).astype(np.float32)
+    return (ids[0], scores[0]) if single else (ids, scores)
 
 
 class PartitionedIndex:
@@ -176,12 +232,8 @@ class PartitionedIndex:
 
     # ------------------------------------------------------------------ query
     def _exclusions(self, exclude: Any, single: bool, q: int, by: str) -> list[np.ndarray] | None:
-        if exclude is None:
-            return None
-        rows = exclusion_lists([exclude] if single else list(exclude), q, by, len(self))
-        ids = self.ids if by == "position" else None
-        kind = object if self._parts[0].ids.dtype == object else None
-        return [np.asarray(ids[r].tolist() if by == "position" else r, dtype=kind) for r in rows]
+        return exclusion_ids(exclude, single, q, by, len(self), lambda: self.ids,
+                             self._parts[0].ids.dtype == object)
 
     def query(self, vectors: np.ndarray, k: int,
               exclude: Sequence[Iterable[Any] | None] | Iterable[Any] | None = None,
@@ -194,36 +246,8 @@ class PartitionedIndex:
         """
         q, single = query_matrix(vectors, k, exclude_by, self.dim)
         ex = self._exclusions(exclude, single, len(q), exclude_by)
-        all_ids, all_scores, available = [], [], np.zeros(len(q), dtype=np.int64)
-        for part in self._parts:
-            deleted = part.deleted
-            live = len(part) - len(deleted)
-            held = np.zeros(len(q), dtype=np.int64)  # live excluded items this partition holds
-            if ex is not None:
-                for r, e in enumerate(ex):
-                    pos = np.asarray([part._pos[i] for i in e.tolist() if i in part._pos],
-                                     dtype=np.int64)
-                    held[r] = np.count_nonzero(~np.isin(pos, deleted))
-            fetch = int(min(live, k + held.max(initial=0)))
-            available += live - held
-            if fetch < 1:
-                continue
-            ids, scores = part.query(q, fetch)
-            scores = scores.astype(np.float64)
-            if ex is not None and held.any():
-                for r, e in enumerate(ex):
-                    if held[r]:
-                        scores[r, np.isin(ids[r], e)] = -np.inf
-            all_ids.append(ids)
-            all_scores.append(scores)
-        if k > available.min(initial=len(self)):
-            raise ValueError(f"k={k} exceeds the {len(self)} indexed items minus "
-                             f"{len(self) - int(available.min())} excluded or deleted")
-        ids, scores = np.concatenate(all_ids, axis=1), np.concatenate(all_scores, axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        ids = np.take_along_axis(ids, order, 1)
-        scores = np.take_along_axis(scores, order, 1).astype(np.float32)
-        return (ids[0], scores[0]) if single else (ids, scores)
+        return merge_top([partition_top(part, q, k, ex) for part in self._parts], k,
+                         len(self), single)
 
     # ------------------------------------------------------------------ update
     def add_items(self, vectors: np.ndarray, ids: Any) -> None:
@@ -284,38 +308,62 @@ class PartitionedIndex:
         if io.is_uri(path):
             with io.downloaded_index_dir(str(path)) as local:
                 return cls.load(local, ef=ef, num_threads=num_threads, search=search)
-        directory = Path(path)
-        manifest = _read_json(directory / io.MANIFEST_FILE)
-        entries = manifest.get("partitions")
-        if manifest.get("kind") != PARTITIONED_KIND or not isinstance(entries, list) or not entries:
-            raise IndexIntegrityError(f"{directory / io.MANIFEST_FILE}: not a partitioned index "
-                                      "manifest (kind 'partitioned' with a partitions list)")
+        keep, entries = partition_entries(path)
         parts = []
-        for entry in entries:
-            sub = directory / str(entry.get("dir"))
-            got = io.sha256_file(sub / io.MANIFEST_FILE) if (sub / io.MANIFEST_FILE).is_file() else None
-            if got != entry.get("manifest_sha256"):
-                raise IndexIntegrityError(f"{sub / io.MANIFEST_FILE}: missing or not the manifest "
-                                          "the partitioned index was saved with; rebuild the index")
+        for sub, count in entries:
             part = HNSWIndex.load(sub, ef=ef, num_threads=num_threads, search=search)
-            if len(part) != entry.get("count"):
+            if len(part) != count:
                 raise IndexIntegrityError(f"{sub}: {len(part)} items, the partitioned manifest "
-                                          f"says {entry.get('count')}")
+                                          f"says {count}")
             parts.append(part)
-        keep = {k: v for k, v in manifest.items() if k not in ("partitions", "count")}
         return cls(parts, keep)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def partition_entries(path: str | Path) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """The partitioned manifest at ``path`` (a directory or a URI) without its partition
+    list, and each partition's directory and item count, each partition's own manifest
+    checked against the sha256 the partitioned manifest recorded."""
+    import hashlib
+
+    from pinsage_ray import _io
+
+    fs, root = _io.resolve(str(path))
+    where = Path(str(path)) / io.MANIFEST_FILE if not io.is_uri(path) else f"{path}/manifest.json"
+    manifest = _read_json(where, fs, _io.join(root, io.MANIFEST_FILE))
+    entries = manifest.get("partitions")
+    if manifest.get("kind") != PARTITIONED_KIND or not isinstance(entries, list) or not entries:
+        raise IndexIntegrityError(f"{where}: not a partitioned index manifest (kind "
+                                  "'partitioned' with a partitions list)")
+    out = []
+    for entry in entries:
+        name = str(entry.get("dir"))
+        sub = str(Path(str(path)) / name) if not io.is_uri(path) else f"{path}/{name}"
+        try:
+            with fs.open_input_file(_io.join(root, name, io.MANIFEST_FILE)) as f:
+                got = hashlib.sha256(f.read()).hexdigest()
+        except (FileNotFoundError, OSError):
+            got = None
+        if got != entry.get("manifest_sha256"):
+            raise IndexIntegrityError(f"{Path(sub) / io.MANIFEST_FILE}: missing or not the "
+                                      "manifest the partitioned index was saved with; rebuild "
+                                      "the index")
+        out.append((sub, entry.get("count")))
+    keep = {k: v for k, v in manifest.items() if k not in ("partitions", "count")}
+    return keep, out
+
+
+def _read_json(where: Any, fs: Any, inner: str) -> dict[str, Any]:
     try:
-        out = json.loads(path.read_text(encoding="utf-8"))
+        with fs.open_input_file(inner) as f:
+            out = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
-        raise IndexIntegrityError(f"{path}: manifest is missing; {path.parent} is not a saved "
+        parent = where.parent if isinstance(where, Path) else str(where).rsplit("/", 1)[0]
+        raise IndexIntegrityError(f"{where}: manifest is missing; {parent} is not a saved "
                                   "index") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexIntegrityError(f"{path}: manifest is not valid JSON ({exc})") from exc
+        raise IndexIntegrityError(f"{where}: manifest is not valid JSON ({exc})") from exc
     if not isinstance(out, dict):
-        raise IndexIntegrityError(f"{path}: manifest must be a JSON object")
+        raise IndexIntegrityError(f"{where}: manifest must be a JSON object")
     return out
 
 
