@@ -60,6 +60,11 @@ class _Partition:
                 "ef": ix.ef, "search": ix.search, "recall_at_k": ix.recall_at_k,
                 "manifest": ix.manifest}
 
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def top(self, q: np.ndarray, k: int, ex: list | None) -> tuple:
         return partition_top(self.index, q, k, ex)
 
@@ -82,13 +87,16 @@ class PartitionActors:
 
     @classmethod
     def load(cls, path: str | Path, ef: int | None = None, search: str | None = None, *,
-             num_cpus: float = 1.0, memory_gib: float | None = None) -> "PartitionActors":
+             num_cpus: float | None = None, memory_gib: float | None = None
+             ) -> "PartitionActors":
         """Start one actor per partition of the index saved at ``path`` (a directory every
         node can read, or a URI: each actor downloads only its partition).
 
         Args:
             ef, search: as :meth:`PartitionedIndex.load` (None: each partition's own).
-            num_cpus: CPUs each actor reserves (0 shares the node's CPUs).
+            num_cpus: CPUs each actor reserves (0 shares the node's CPUs). None: one, or
+                an equal share of the cluster's CPUs when there are more partitions than
+                CPUs (actors that cannot all be placed would wait forever).
             memory_gib: memory each actor reserves (None: none), so that Ray places the
                 partitions on nodes with room for them.
         """
@@ -96,7 +104,7 @@ class PartitionActors:
 
         from pinsage_ray.ray_utils import init_ray
 
-        if not num_cpus >= 0:
+        if num_cpus is not None and not num_cpus >= 0:
             raise ValueError(f"num_cpus={num_cpus!r}; expected CPUs >= 0 per partition actor")
         if memory_gib is not None and not memory_gib > 0:
             raise ValueError(f"memory_gib={memory_gib!r}; expected GiB > 0 or None")
@@ -104,6 +112,13 @@ class PartitionActors:
             check_int("ef", ef, 1, "e.g. 64")
         manifest, entries = partition_entries(path)
         init_ray()
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if num_cpus is None:
+            num_cpus = min(1.0, cpus / len(entries))
+        elif num_cpus * len(entries) > cpus:
+            raise ValueError(f"num_cpus={num_cpus}: {len(entries)} partition actors need "
+                             f"{num_cpus * len(entries):g} CPUs, the cluster has {cpus:g}; "
+                             f"pass num_cpus={cpus / len(entries):.2g} or less (or None)")
         options: dict[str, Any] = {"num_cpus": num_cpus, "scheduling_strategy": "SPREAD"}
         if memory_gib is not None:
             options["memory"] = int(memory_gib * 2**30)
@@ -140,6 +155,13 @@ class PartitionActors:
     @property
     def num_partitions(self) -> int:
         return len(self._actors)
+
+    @property
+    def nodes(self) -> list[str]:
+        """The Ray node id each partition's actor runs on, in partition order."""
+        import ray
+
+        return ray.get([a.node_id.remote() for a in self._actors])
 
     @property
     def dim(self) -> int:

@@ -63,6 +63,8 @@ def test_damaged_partition_and_bad_arguments_are_named(ray_session, tmp_path):
         tmp_path / "index")
     with pytest.raises(ValueError, match="num_cpus=-1"):
         PartitionActors.load(tmp_path / "index", num_cpus=-1)
+    with pytest.raises(ValueError, match=r"2 partition actors need 4 CPUs, the cluster has 2"):
+        PartitionActors.load(tmp_path / "index", num_cpus=2)  # would wait forever
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "index", broken)
     (broken / "part-00001" / "manifest.json").write_text("{}")

@@ -78,7 +78,8 @@ def test_ray_data_embed_across_nodes_equals_local(cluster, reference_run, tmp_pa
 
 def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp_path):
     """``build_index(partitions=2)``: one Ray task per partition, each reading its own rows,
-    spread over the nodes; the fan-out answers equal exact search over every embedding."""
+    spread over the nodes; the fan-out answers equal exact search over every embedding, and
+    so do partition actors (one per worker node)."""
     import json
 
     from pinsage_ray.index import HNSWConfig, exact_topk
@@ -98,6 +99,13 @@ def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp
     for row, t, own in zip(got, truth, ids.to_pylist()[:50]):
         want = [ids[int(j)].as_py() for j in t if ids[int(j)].as_py() != own][:5]
         assert [i for i, _ in row] == want
+    # Served from one actor per partition, one on each worker node: the same answers.
+    served = Recommender.load(run, partition_actors=True)
+    try:
+        assert sorted(served.index.nodes) == sorted(cluster.worker_ids())
+        assert served.similar_items_batch(ids.to_pylist()[:50], k=5) == got
+    finally:
+        served.close()
 
 
 def test_update_on_the_worker_nodes_equals_the_local_update(cluster, reference_run,
