@@ -39,6 +39,10 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch-updates", type=float, default=2.0, metavar="SECONDS",
                    help="how often replicas check for a new version written by `pinsage-ray "
                    "update` and switch to it with no restart (default: 2; 0: never)")
+    p.add_argument("--partition-actors", action="store_true",
+                   help="a partitioned index (index --partitions P) served from one Ray actor "
+                   "per partition instead of loaded whole into each replica (read-only: no "
+                   "POST /items)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -55,7 +59,8 @@ def serve(args: argparse.Namespace) -> int:
     url = start(args.run_dir, host=args.host, port=args.port, num_replicas=args.num_replicas,
                 ef=args.ef, address=args.address, haproxy=not args.no_haproxy,
                 throughput_optimized=not args.no_throughput_optimized,
-                access_log=args.access_log, api=args.api, watch_updates=args.watch_updates)
+                access_log=args.access_log, api=args.api, watch_updates=args.watch_updates,
+                partition_actors=args.partition_actors)
     print(serve_summary(url, args.run_dir, args.num_replicas, where_logs_are(args.log_handler)),
           flush=True)
     wait_until_stopped()

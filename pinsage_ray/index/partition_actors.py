@@ -87,25 +87,31 @@ class PartitionActors:
 
     @classmethod
     def load(cls, path: str | Path, ef: int | None = None, search: str | None = None, *,
-             num_cpus: float | None = None, memory_gib: float | None = None
-             ) -> "PartitionActors":
+             num_cpus: float = 0.0, memory_gib: float | None = None,
+             timeout_s: float = 600.0) -> "PartitionActors":
         """Start one actor per partition of the index saved at ``path`` (a directory every
         node can read, or a URI: each actor downloads only its partition).
 
         Args:
             ef, search: as :meth:`PartitionedIndex.load` (None: each partition's own).
-            num_cpus: CPUs each actor reserves (0 shares the node's CPUs). None: one, or
-                an equal share of the cluster's CPUs when there are more partitions than
-                CPUs (actors that cannot all be placed would wait forever).
+            num_cpus: CPUs each actor reserves. 0 (the default) reserves none: a
+                partition actor waits between queries, and reservations can leave it
+                unplaceable (a version swap loads a second set of actors beside the first).
+            timeout_s: seconds to wait for every actor to load its partition before the
+                actors are ended and a clear error raised (instead of waiting forever for
+                resources the cluster cannot give).
             memory_gib: memory each actor reserves (None: none), so that Ray places the
-                partitions on nodes with room for them.
+                partitions on nodes with room for them (set it on a real cluster: the
+                ``SPREAD`` strategy alone may put a partition on the head node).
         """
         import ray
 
         from pinsage_ray.ray_utils import init_ray
 
-        if num_cpus is not None and not num_cpus >= 0:
+        if not num_cpus >= 0:
             raise ValueError(f"num_cpus={num_cpus!r}; expected CPUs >= 0 per partition actor")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s={timeout_s!r}; expected seconds > 0")
         if memory_gib is not None and not memory_gib > 0:
             raise ValueError(f"memory_gib={memory_gib!r}; expected GiB > 0 or None")
         if ef is not None:
@@ -113,22 +119,27 @@ class PartitionActors:
         manifest, entries = partition_entries(path)
         init_ray()
         cpus = float(ray.cluster_resources().get("CPU", 0))
-        if num_cpus is None:
-            num_cpus = min(1.0, cpus / len(entries))
-        elif num_cpus * len(entries) > cpus:
+        if num_cpus * len(entries) > cpus:
             raise ValueError(f"num_cpus={num_cpus}: {len(entries)} partition actors need "
                              f"{num_cpus * len(entries):g} CPUs, the cluster has {cpus:g}; "
-                             f"pass num_cpus={cpus / len(entries):.2g} or less (or None)")
+                             f"pass num_cpus={cpus / len(entries):.2g} or less (or 0)")
         options: dict[str, Any] = {"num_cpus": num_cpus, "scheduling_strategy": "SPREAD"}
         if memory_gib is not None:
             options["memory"] = int(memory_gib * 2**30)
         remote = ray.remote(_Partition).options(**options)
         actors = [remote.remote(sub, count, ef, search) for sub, count in entries]
         try:
-            infos = ray.get([a.describe.remote() for a in actors])
-        except BaseException:
+            infos = ray.get([a.describe.remote() for a in actors], timeout=timeout_s)
+        except BaseException as err:
             for a in actors:
                 ray.kill(a)
+            if isinstance(err, ray.exceptions.GetTimeoutError):
+                raise TimeoutError(
+                    f"{path}: {len(actors)} partition actors were not all placed and loaded "
+                    f"within {timeout_s:g} s (each asks for {num_cpus:g} CPUs"
+                    f"{f' and {memory_gib:g} GiB' if memory_gib else ''}; the cluster has "
+                    f"{ray.available_resources()} free): free resources, lower num_cpus or "
+                    "memory_gib, or raise timeout_s for very large partitions") from None
             raise
         errors = [i["error"] for i in infos if "error" in i]
         if errors:

@@ -57,7 +57,8 @@ def typed_deployment() -> Any:
 def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | None = None,
                num_cpus: float = 0.25, max_ongoing_requests: int = 64,
                api: str = "plain", access_log: bool = False,
-               watch_updates: float = WATCH_SECONDS) -> serve.Application:
+               watch_updates: float = WATCH_SECONDS,
+               partition_actors: bool = False) -> serve.Application:
     """A Ray Serve application answering related items and recommendations from ``run_dir``.
 
     Args:
@@ -80,6 +81,10 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
         watch_updates: seconds between a replica's checks for a new version of the run
             (``pinsage-ray update``); a new one is loaded beside the old and swapped in with
             no failed request and no restart. 0: keep the version loaded at start.
+        partition_actors: for a partitioned index (``pinsage-ray index --partitions P``):
+            each replica serves it from one Ray actor per partition
+            (:class:`~pinsage_ray.index.PartitionActors`) instead of loading every
+            partition into its own process; ``POST /items`` is then refused (read-only).
 
     Returns:
         The application: ``serve.run(deployment(run_dir), name="pinsage")``. Running it
@@ -127,7 +132,7 @@ def deployment(run_dir: str | os.PathLike, *, num_replicas: int = 1, ef: int | N
         ray_actor_options={"num_cpus": num_cpus},
         logging_config={"enable_access_log": bool(access_log)},
         user_config={"num_replicas": num_replicas},
-    ).bind(run_dir, ef, float(watch_updates))
+    ).bind(run_dir, ef, float(watch_updates), bool(partition_actors))
 
 
 def start(run_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,

@@ -56,17 +56,20 @@ class ReplicaCore:
     adds; the ``DeploymentHandle`` methods live here."""
 
     def __init__(self, run_dir: str, ef: int | None = None,
-                 watch_s: float = WATCH_SECONDS) -> None:
+                 watch_s: float = WATCH_SECONDS, partition_actors: bool = False) -> None:
         self._run, self._ef, self._watch_s = run_dir, ef, float(watch_s)
+        self._actors = bool(partition_actors)  # a partitioned index served by its own actors
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task | None = None
         self._num_replicas = 1
         self._skipped: str | None = None  # a version not switched to (logged once)
-        self._install(RecommenderService.load(run_dir, ef=ef))
+        self._install(RecommenderService.load(run_dir, ef=ef, partition_actors=self._actors))
 
     def _install(self, service: RecommenderService) -> None:
-        service.allow_add = self._num_replicas == 1
-        self.service = service
+        service.allow_add = self._num_replicas == 1 and not self._actors
+        old, self.service = getattr(self, "service", None), service
+        if old is not None:
+            old.rec.close()  # a previous version's partition actors (no-op without them)
         self.run_dir = service.rec.run_dir  # the version's directory
         self._headers = {RUN_HEADER: self.run_dir}  # the same on every response
         logger.info("replica serves %s: %d items, ef=%d", self.run_dir,
@@ -75,7 +78,7 @@ class ReplicaCore:
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve's light update (``user_config``): the deployment's replica count."""
         self._num_replicas = int(config.get("num_replicas", 1))
-        self.service.allow_add = self._num_replicas == 1
+        self.service.allow_add = self._num_replicas == 1 and not self._actors
 
     def _get_lock(self) -> asyncio.Lock:
         if self._lock is None:  # created on the replica's event loop, with the watcher
@@ -105,7 +108,8 @@ class ReplicaCore:
                            self.service.rec._unsaved, self.run_dir)
             return False
         try:
-            new = await asyncio.to_thread(RecommenderService.load, self._run, ef=self._ef)
+            new = await asyncio.to_thread(RecommenderService.load, self._run, ef=self._ef,
+                                          partition_actors=self._actors)
         except Exception:  # noqa: BLE001 - a broken version must not stop the service
             self._skipped = root
             logger.exception("cannot load %s; still serving %s", root, self.run_dir)

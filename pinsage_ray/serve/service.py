@@ -164,11 +164,12 @@ class RecommenderService:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, *, ef: int | None = None,
-             allow_add: bool = True) -> RecommenderService:
+             allow_add: bool = True, partition_actors: bool = False) -> RecommenderService:
         """Load ``run_dir`` (its embeddings and index) once; see ``Recommender.load``."""
         from pinsage_ray.recommender import Recommender
 
-        return cls(Recommender.load(run_dir, ef=ef), allow_add=allow_add)
+        return cls(Recommender.load(run_dir, ef=ef, partition_actors=partition_actors),
+                   allow_add=allow_add and not partition_actors)
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, method: str, path: str, body: bytes | dict[str, Any] = b"") -> Answer:
@@ -286,6 +287,11 @@ class RecommenderService:
         return {"group_items": items, "recommended": out}
 
     def _add_items(self, body: Any) -> dict[str, Any]:
+        if not self.allow_add and hasattr(self.rec.index, "close"):  # PartitionActors
+            raise HTTPError(409, "adding items is not possible while the partitioned index is "
+                            "served by partition actors (read-only); add them offline with "
+                            "Recommender.add_items + save_added_items, or `pinsage-ray "
+                            "update`, and the replicas switch to the new version")
         if not self.allow_add:
             raise HTTPError(409, "adding items needs a single replica (each replica holds its "
                             "own index, so an item added to one would be missing from the "

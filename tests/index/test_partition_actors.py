@@ -32,7 +32,7 @@ def test_actors_answer_as_the_in_process_index(ray_session, tmp_path, search):
     built.mark_deleted(ids[[5, 401, 900]])
     built.save(tmp_path / "index")
     local = load_index(tmp_path / "index")
-    served = PartitionActors.load(tmp_path / "index", num_cpus=0)
+    served = PartitionActors.load(tmp_path / "index")
     try:
         assert served.num_partitions == 3 and len(served) == len(local) == 1200
         assert served.ids.tolist() == local.ids.tolist()
@@ -65,6 +65,8 @@ def test_damaged_partition_and_bad_arguments_are_named(ray_session, tmp_path):
         PartitionActors.load(tmp_path / "index", num_cpus=-1)
     with pytest.raises(ValueError, match=r"2 partition actors need 4 CPUs, the cluster has 2"):
         PartitionActors.load(tmp_path / "index", num_cpus=2)  # would wait forever
+    with pytest.raises(TimeoutError, match="not all placed and loaded within 2 s"):
+        PartitionActors.load(tmp_path / "index", memory_gib=10_000, timeout_s=2)
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "index", broken)
     (broken / "part-00001" / "manifest.json").write_text("{}")

