@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PartitionActors"]
 
+#: Queries up to this many bytes are sent inline with each actor call, larger ones put once.
+INLINE_QUERY_BYTES = 64 * 1024
+
 
 class _Partition:
     """The actor body: one partition, loaded and verified in the actor's process."""
@@ -259,8 +262,10 @@ class PartitionActors:
         q, single = query_matrix(vectors, k, exclude_by, self.dim)
         ex = exclusion_ids(exclude, single, len(q), exclude_by, len(self), lambda: self.ids,
                            self._ids[0].dtype == object)
-        q_ref = ray.put(q)
-        answers = ray.get([a.top.remote(q_ref, k, ex) for a in self._actors])
+        # One object for every actor when the queries are large; small ones go inline with
+        # each call (a put costs more than copying a few vectors).
+        q_arg = ray.put(q) if q.nbytes > INLINE_QUERY_BYTES else q
+        answers = ray.get([a.top.remote(q_arg, k, ex) for a in self._actors])
         return merge_top(answers, k, len(self), single)
 
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
