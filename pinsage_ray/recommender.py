@@ -53,8 +53,27 @@ def build_index(run_dir: str | os.PathLike, config: Any = None, *, partitions: i
     return index
 
 
-def _partition_actors(path: str, ef: int | None) -> Any:
-    """The partitioned index at ``path`` served by :class:`PartitionActors`."""
+class _ActorRows:
+    """``Recommender.embeddings`` when partition actors hold the rows: indexing (an int or an
+    int array, as on the matrix) fetches them from the actors."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self.index.embedding_rows(rows)
+
+    def __len__(self) -> int:
+        return int(self.index.embeddings_count)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.index.dim
+
+
+def _partition_actors(path: str, ef: int | None, run_dir: str) -> Any:
+    """The partitioned index at ``path`` served by :class:`PartitionActors`, which also hold
+    ``run_dir``'s embeddings rows."""
     import json
 
     from pinsage_ray import _io
@@ -71,7 +90,7 @@ def _partition_actors(path: str, ef: int | None) -> Any:
         raise ValueError(f"partition_actors=True: {path} holds one index, not a partitioned "
                          "one; build it with `pinsage-ray index RUN --partitions P`, or load "
                          "without partition_actors")
-    return PartitionActors.load(path, ef=ef)
+    return PartitionActors.load(path, ef=ef, embeddings=run_dir)
 
 
 class Recommender:
@@ -94,8 +113,9 @@ class Recommender:
         """Load embeddings and the index (build it first with ``pinsage-ray index``).
 
         ``partition_actors``: serve a partitioned index (``pinsage-ray index --partitions``)
-        from one Ray actor per partition (:class:`~pinsage_ray.index.PartitionActors`)
-        instead of loading every partition into this process; the index is then read-only.
+        from one Ray actor per partition (:class:`~pinsage_ray.index.PartitionActors`),
+        each holding its partition's index and embeddings rows, instead of loading them
+        into this process, which then holds the item ids only; the index is read-only.
 
         Raises:
             FileNotFoundError: no index or no embeddings yet.
@@ -118,9 +138,13 @@ class Recommender:
             raise FileNotFoundError(f"{path}: no index; run `pinsage-ray index {run_dir}` first")
         fix = f"rebuild it with `pinsage-ray index {run_dir}`"
         try:  # checksums and structure are verified before hnswlib reads the file
-            index = _partition_actors(path, ef) if partition_actors else load_index(path, ef=ef)
+            index = (_partition_actors(path, ef, run_path(run_dir)) if partition_actors
+                     else load_index(path, ef=ef))
         except IndexIntegrityError as err:
             raise IndexIntegrityError(f"{err}; {fix}") from None
+        if partition_actors:  # the actors hold the embeddings rows, checked id for id
+            ids = np.delete(index.ids, index.deleted)
+            return cls(run_path(run_dir), index, ids, _ActorRows(index))
         ids, emb = load_embeddings(run_dir)
         ids = ids.to_numpy(zero_copy_only=False)
         live = np.delete(index.ids, index.deleted)  # an update's removed items: deleted

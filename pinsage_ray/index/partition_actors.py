@@ -63,6 +63,26 @@ class _Partition:
                 "ef": ix.ef, "search": ix.search, "recall_at_k": ix.recall_at_k,
                 "manifest": ix.manifest}
 
+    def load_rows(self, run_dir: str, lo: int, hi: int) -> str | None:
+        """Hold rows ``[lo, hi)`` of ``run_dir``'s embeddings: this partition's live items,
+        checked id for id; an error message instead of raising (the caller raises it)."""
+        from pinsage_ray.inference.embeddings_io import read_embedding_rows
+
+        try:
+            ids, rows = read_embedding_rows(run_dir, lo, hi)
+        except (ValueError, OSError) as err:  # EmbeddingsError is a ValueError
+            return f"{type(err).__name__}: {err}"
+        live = np.delete(self.index.ids, self.index.deleted)
+        if ids.to_numpy(zero_copy_only=False).tolist() != live.tolist():
+            return (f"IndexIntegrityError: {run_dir}: embeddings rows [{lo}, {hi}) are not "
+                    "the items of the index partition that should hold them; the index was "
+                    "built from other embeddings")
+        self.rows = rows
+        return None
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.rows[rows]
+
     def node_id(self) -> str:
         import ray
 
@@ -83,15 +103,17 @@ class PartitionActors:
     :meth:`load`; :meth:`close` ends the actors (they also end with the driver).
     """
 
-    def __init__(self, actors: list, infos: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+    def __init__(self, actors: list, infos: list[dict[str, Any]], manifest: dict[str, Any],
+                 row_starts: np.ndarray | None = None) -> None:
         self._actors, self._infos, self._manifest = actors, infos, manifest
         self._ids = [i["ids"] for i in infos]
         self._pos: dict[Any, tuple[int, int]] = {}
+        self._row_starts = row_starts  # embeddings rows per actor, when they hold them
 
     @classmethod
     def load(cls, path: str | Path, ef: int | None = None, search: str | None = None, *,
              num_cpus: float = 0.0, memory_gib: float | None = None,
-             timeout_s: float = 600.0) -> "PartitionActors":
+             timeout_s: float = 600.0, embeddings: str | None = None) -> "PartitionActors":
         """Start one actor per partition of the index saved at ``path`` (a directory every
         node can read, or a URI: each actor downloads only its partition).
 
@@ -100,6 +122,10 @@ class PartitionActors:
             num_cpus: CPUs each actor reserves. 0 (the default) reserves none: a
                 partition actor waits between queries, and reservations can leave it
                 unplaceable (a version swap loads a second set of actors beside the first).
+            embeddings: a run directory whose embeddings the index was built from: each
+                actor also holds its partition's rows of them (its live items, checked id
+                for id), served by :meth:`embedding_rows`, so that the caller needs no
+                embeddings matrix.
             timeout_s: seconds to wait for every actor to load its partition before the
                 actors are ended and a clear error raised (instead of waiting forever for
                 resources the cluster cannot give).
@@ -144,15 +170,51 @@ class PartitionActors:
                     f"{ray.available_resources()} free): free resources, lower num_cpus or "
                     "memory_gib, or raise timeout_s for very large partitions") from None
             raise
-        errors = [i["error"] for i in infos if "error" in i]
-        if errors:
-            for a in actors:
-                ray.kill(a)
-            kind, _, message = errors[0].partition(": ")
-            raise (FileNotFoundError if kind == "FileNotFoundError"
-                   else io.IndexIntegrityError)(message)
+        _raise_first([i["error"] for i in infos if "error" in i], actors)
+        starts = None
+        if embeddings is not None:
+            from pinsage_ray.inference.embeddings_io import embedding_layout
+
+            live = [len(i["ids"]) - len(i["deleted"]) for i in infos]
+            starts = np.concatenate([[0], np.cumsum(live)]).astype(np.int64)
+            count = embedding_layout(embeddings)["count"]
+            if count != starts[-1]:
+                _raise_first([f"IndexIntegrityError: {path}: {starts[-1]} live items, the "
+                              f"embeddings of {embeddings} have {count}; the index was built "
+                              "from other embeddings"], actors)
+            _raise_first([e for e in ray.get(
+                [a.load_rows.remote(str(embeddings), int(lo), int(hi))
+                 for a, lo, hi in zip(actors, starts[:-1], starts[1:])], timeout=timeout_s)
+                if e is not None], actors)
         logger.info("serving %d partitions of %s from %d actors", len(actors), path, len(actors))
-        return cls(actors, infos, manifest)
+        return cls(actors, infos, manifest, starts)
+
+    def embedding_rows(self, rows: Any) -> np.ndarray:
+        """Rows of the embeddings (live items in index order) from the actors that hold them:
+        one row for an int, ``(len(rows), dim)`` for a sequence. Needs ``embeddings=``."""
+        import ray
+
+        if self._row_starts is None:
+            raise RuntimeError("PartitionActors.load(..., embeddings=RUN_DIR) holds the "
+                               "embeddings rows; this one was opened without them")
+        flat = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        total = int(self._row_starts[-1])
+        if flat.size and (flat.min() < 0 or flat.max() >= total):
+            raise IndexError(f"embeddings rows must be in [0, {total}); got "
+                             f"{flat.min()}..{flat.max()}")
+        part = np.searchsorted(self._row_starts, flat, side="right") - 1
+        asked = {int(p): np.flatnonzero(part == p) for p in np.unique(part)}
+        got = ray.get([self._actors[p].vectors.remote(flat[sel] - self._row_starts[p])
+                       for p, sel in asked.items()])
+        out = np.empty((len(flat), self.dim), dtype=got[0].dtype if got else np.float32)
+        for sel, values in zip(asked.values(), got):
+            out[sel] = values
+        return out[0] if np.ndim(rows) == 0 else out
+
+    @property
+    def embeddings_count(self) -> int | None:
+        """Rows of embeddings the actors hold (None when opened without them)."""
+        return None if self._row_starts is None else int(self._row_starts[-1])
 
     def close(self) -> None:
         """End the partition actors."""
@@ -274,3 +336,18 @@ class PartitionActors:
                         "load a new PartitionActors")
 
     add_items = replace_items = mark_deleted = save = _read_only
+
+
+def _raise_first(errors: list[str], actors: list) -> None:
+    """End ``actors`` and raise the first ``"Kind: message"`` of ``errors``, if any."""
+    if not errors:
+        return
+    import ray
+
+    from pinsage_ray.inference.embeddings_io import EmbeddingsError
+
+    for a in actors:
+        ray.kill(a)
+    kind, _, message = errors[0].partition(": ")
+    raise {"FileNotFoundError": FileNotFoundError, "EmbeddingsError": EmbeddingsError,
+           "ValueError": EmbeddingsError}.get(kind, io.IndexIntegrityError)(message)

@@ -91,15 +91,43 @@ def test_recommender_serves_a_partitioned_run_from_actors(ray_session, trained_r
     served = Recommender.load(run, partition_actors=True)
     try:
         assert isinstance(served.index, PartitionActors)
+        assert not isinstance(served.embeddings, np.ndarray)  # the rows live in the actors
+        rows = np.array([0, len(local.ids) - 1, 7, 7, len(local.ids) // 2])
+        assert served.embeddings[rows].tobytes() == local.embeddings[rows].tobytes()
+        item = local.ids[-1].item()
+        assert served.vector(item).tobytes() == local.vector(item).tobytes()
         items = local.ids[::9].tolist()
         assert served.similar_items_batch(items, k=10) == local.similar_items_batch(items, k=10)
         assert served.recommend_for_group(items[:4], k=10) == local.recommend_for_group(items[:4],
                                                                                       k=10)
     finally:
         served.close()
+    _reverse_embeddings(run)  # the same items in another order: not what the index holds
+    for kwargs in ({}, {"partition_actors": True}):
+        with pytest.raises(IndexIntegrityError, match="other embeddings"):
+            Recommender.load(run, **kwargs)
     single = tmp_path / "single"
     single.mkdir()
     shutil.copytree(run / "embeddings", single / "embeddings")
     build_index(str(single), HNSWConfig(search="exact"))
     with pytest.raises(ValueError, match="holds one index, not a partitioned one"):
         Recommender.load(single, partition_actors=True)
+
+
+def _reverse_embeddings(run: Path) -> None:
+    """Rewrite each embeddings part with its rows reversed (ids and vectors, checksums
+    updated), so the rows no longer follow the index's item order."""
+    import json
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from pinsage_ray import _io
+
+    fs, folder = pafs.LocalFileSystem(), run / "embeddings"
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    for name in manifest["files"]:
+        table = pq.read_table(folder / name)
+        table = table.take(np.arange(table.num_rows)[::-1])
+        manifest["files"][name] = _io.write_parquet(fs, str(folder / name), table)
+    _io.write_json(fs, str(folder / "_manifest.json"), manifest)
