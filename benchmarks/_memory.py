@@ -106,3 +106,11 @@ def vm_hwm(pid: int) -> int | None:
 def rss_shmem(pid: int) -> int | None:
     """Resident shared-memory pages (RssShmem: Ray's object store) of a live process, bytes."""
     return _status_field(pid, "RssShmem:")
+
+
+def rss_anon(pid: int | None = None) -> int | None:
+    """Resident private memory (RssAnon: heap and anonymous maps) of a process (default: this
+    one), bytes."""
+    import os
+
+    return _status_field(os.getpid() if pid is None else pid, "RssAnon:")

@@ -38,17 +38,10 @@ import numpy as np  # noqa: E402
 from _common import (add_guard_args, finish_machine, guard_machine, machine_info,  # noqa: E402
                      markdown_table, metric, publish, setup_logging)
 from _graphs import REPO  # noqa: E402
+from _memory import rss_anon  # noqa: E402
 
 NAME = "partition_actors"
 log = logging.getLogger("bench_partition_actors")
-
-
-def rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:
