@@ -53,6 +53,56 @@ def build_index(run_dir: str | os.PathLike, config: Any = None, *, partitions: i
     return index
 
 
+class IdRows:
+    """Item id -> embeddings row. Integer ids: a sorted copy of the ids and their rows, 16
+    bytes per item (a dict of Python ints costs about 100, the largest per-item cost left in
+    a replica that serves from partition actors); other ids: a dict."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self._dict: dict[Any, int] | None = None
+        if np.issubdtype(ids.dtype, np.integer):
+            self._order = np.argsort(ids, kind="stable").astype(np.int64)
+            self._sorted = ids[self._order]
+        else:
+            self._dict = {v: i for i, v in enumerate(ids.tolist())}
+
+    def __len__(self) -> int:
+        return len(self._dict) if self._dict is not None else len(self._order)
+
+    def __contains__(self, item: Any) -> bool:
+        try:
+            self.rows([item])
+        except KeyError:
+            return False
+        return True
+
+    def rows(self, items: Sequence[Any]) -> np.ndarray:
+        """int64 rows of ``items``; ``KeyError(item)`` for the first unknown one."""
+        if self._dict is not None:
+            return np.array([self._dict[i] for i in items], dtype=np.int64)
+        items = list(items)
+        keys = np.empty(len(items), dtype=np.int64)
+        for j, item in enumerate(items):  # exactly the ids a dict of ints would find
+            if isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, np.integer)):
+                if not (isinstance(item, (float, np.floating)) and float(item).is_integer()):
+                    raise KeyError(item)
+            try:
+                keys[j] = item
+            except (OverflowError, ValueError, TypeError):
+                raise KeyError(item) from None
+        n = len(self._sorted)
+        if len(keys) == 1:  # one /related item: scalar steps, a few microseconds
+            at = int(self._sorted.searchsorted(keys[0]))
+            if at == n or self._sorted[at] != keys[0]:
+                raise KeyError(items[0])
+            return self._order[at:at + 1]
+        at = np.minimum(self._sorted.searchsorted(keys), max(n - 1, 0))
+        found = self._sorted[at] == keys if n else np.zeros(len(keys), bool)
+        if not found.all():
+            raise KeyError(items[int(np.flatnonzero(~found)[0])])
+        return self._order[at]
+
+
 class _ActorRows:
     """``Recommender.embeddings`` when partition actors hold the rows: indexing (an int or an
     int array, as on the matrix) fetches them from the actors."""
@@ -104,7 +154,7 @@ class Recommender:
         self.index = index
         self.ids = ids
         self.embeddings = embeddings
-        self._position = {v: i for i, v in enumerate(ids.tolist())}
+        self._position = IdRows(ids)
         self._unsaved = 0  # items added since load (or the last save), the last rows
 
     @classmethod
@@ -161,7 +211,7 @@ class Recommender:
 
     def _rows(self, items: Sequence[Any], argument: str) -> np.ndarray:
         try:
-            return np.array([self._position[i] for i in items], dtype=np.int64)
+            return self._position.rows(items)
         except KeyError as err:
             raise KeyError(f"{argument}: item id {err.args[0]!r} is not in this run's "
                            "embeddings (add new items with Recommender.add_items)") from None
@@ -245,7 +295,7 @@ class Recommender:
         self.index.add_items(emb, np.asarray(ids, dtype=self.ids.dtype))
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype)])
         self.embeddings = np.concatenate([self.embeddings, emb])
-        self._position.update({v: len(self._position) + i for i, v in enumerate(ids)})
+        self._position = IdRows(self.ids)
         self._unsaved += len(ids)
         return emb
 
