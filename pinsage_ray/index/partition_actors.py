@@ -60,7 +60,12 @@ class _Partition:
             return {"error": self.error}
         ix = self.index
         return {"ids": ix.ids, "deleted": ix.deleted, "dim": ix.dim, "space": ix.space,
-                "ef": ix.ef, "search": ix.search, "recall_at_k": ix.recall_at_k,
+                **self.settings()}
+
+    def settings(self) -> dict[str, Any]:
+        """What :meth:`set` can change (without the ids, which it cannot)."""
+        ix = self.index
+        return {"ef": ix.ef, "search": ix.search, "recall_at_k": ix.recall_at_k,
                 "manifest": ix.manifest}
 
     def load_rows(self, run_dir: str, lo: int, hi: int) -> str | None:
@@ -91,8 +96,9 @@ class _Partition:
     def top(self, q: np.ndarray, k: int, ex: list | None) -> tuple:
         return partition_top(self.index, q, k, ex)
 
-    def set(self, name: str, value: Any) -> None:
+    def set(self, name: str, value: Any) -> dict[str, Any]:
         setattr(self.index, name, value)
+        return self.settings()
 
 
 class PartitionActors:
@@ -286,8 +292,9 @@ class PartitionActors:
     def _set(self, name: str, value: Any) -> None:
         import ray
 
-        ray.get([a.set.remote(name, value) for a in self._actors])
-        self._infos = ray.get([a.describe.remote() for a in self._actors])
+        for info, changed in zip(self._infos, ray.get([a.set.remote(name, value)
+                                                       for a in self._actors])):
+            info.update(changed)  # one round trip; the ids stay where they are
 
     @property
     def recall_at_k(self) -> float | None:
