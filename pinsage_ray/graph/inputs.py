@@ -182,6 +182,19 @@ def validate_interactions(table: pa.Table, origin: str) -> None:
                 f"{origin}: column 'timestamp' has type {t.type}; expected integers or timestamps")
 
 
+def feature_item_column(names: list[str], columns: dict[str, str]) -> str | None:
+    """The features' column to read as ``item``: the interactions' mapped item column
+    (``columns["item"]``) when the features have no ``item`` column; None: no renaming."""
+    return columns["item"] if "item" not in names and "item" in columns else None
+
+
+def rename_item(table: pa.Table, item_column: str | None) -> pa.Table:
+    """``table`` with ``item_column`` (:func:`feature_item_column`) renamed to ``item``."""
+    if item_column is None:
+        return table
+    return table.rename_columns([("item" if c == item_column else c) for c in table.column_names])
+
+
 def feature_matrix(table: pa.Table, item_ids: pa.Array, origin: str, *,
                    check_only: bool = False) -> np.ndarray | None:
     """Align a features table to contiguous item ids: float32 (num_items, F).

@@ -114,9 +114,8 @@ def prepare(
     else:
         feats_origin = f"{origin} (item_features)"
     table = inputs.map_columns(table, columns, origin)
-    if feats is not None and "item" not in feats.column_names and "item" in columns:
-        feats = feats.rename_columns([("item" if c == columns["item"] else c)
-                                      for c in feats.column_names])
+    if feats is not None:
+        feats = inputs.rename_item(feats, inputs.feature_item_column(feats.column_names, columns))
 
     inputs.validate_interactions(table, origin)
     zero_rows = 0

@@ -65,13 +65,7 @@ class FeatureInput:
     def read(self, index: int) -> pa.Table:
         f = self.files
         table = blocks.read_fragment(self.frags[index], f.fmt, f.fs, f.schema, self.path)
-        return _renamed(table, self.item_column)
-
-
-def _renamed(table: pa.Table, item_column: str | None) -> pa.Table:
-    if item_column is None:
-        return table
-    return table.rename_columns([("item" if c == item_column else c) for c in table.column_names])
+        return inputs.rename_item(table, self.item_column)
 
 
 def feature_block(table: pa.Table, item_type: pa.DataType) -> tuple[pa.Table | None, int]:
@@ -176,7 +170,7 @@ def align_features(row_refs: list, item_ids: pa.Array, dim: int, stream: Any) ->
 def read_whole(source: FeatureInput) -> tuple[pa.Table, Source]:
     """The features table read whole in the driver (the path before this module), renamed."""
     feats, origin = inputs.read_input(source.path)
-    return _renamed(feats, source.item_column), origin
+    return inputs.rename_item(feats, source.item_column), origin
 
 
 def raise_local_error(source: FeatureInput, item_ids: pa.Array) -> None:

@@ -183,9 +183,8 @@ def _cluster_fragments(files: _Files) -> list[blocks.Fragment]:
 
 def _feature_input(path: str, columns: dict[str, str]) -> features.FeatureInput:
     files = _files(path)
-    rename = (columns["item"] if "item" not in files.schema.names and "item" in columns
-              else None)
-    return features.FeatureInput(path, files, rename)
+    return features.FeatureInput(path, files,
+                                 inputs.feature_item_column(files.schema.names, columns))
 
 
 def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
@@ -214,9 +213,8 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
         feats_origin = f"<{type(item_features).__name__}> (item_features)"
         if feats is None:  # a file or folder: read by tasks (prepare_features)
             feats_src = _feature_input(os.fspath(item_features), columns)
-    if feats is not None and "item" not in feats.column_names and "item" in columns:
-        feats = feats.rename_columns([("item" if c == columns["item"] else c)
-                                      for c in feats.column_names])
+    if feats is not None:
+        feats = inputs.rename_item(feats, inputs.feature_item_column(feats.column_names, columns))
     out_fs, final = _io.resolve(graph_dir)
     if _io.exists(out_fs, final) and not overwrite:  # fail before the work, as atomic_directory
         raise FileExistsError(f"{final!r} already exists; pass overwrite=True (CLI: "

@@ -158,9 +158,7 @@ def update_run(run_dir: str | os.PathLike, new_interactions: Any, *, item_featur
     feats, feats_origin = None, ""
     if item_features is not None:
         feats, feats_origin = _read(item_features, "update_run(item_features=...)")
-        if "item" not in feats.column_names and "item" in columns:
-            feats = feats.rename_columns([("item" if c == columns["item"] else c)
-                                          for c in feats.column_names])
+        feats = inputs.rename_item(feats, inputs.feature_item_column(feats.column_names, columns))
     remove = _removals(remove_items)
 
     model = load_model(run_dir)
