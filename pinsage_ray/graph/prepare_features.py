@@ -104,21 +104,24 @@ def read_features(source: FeatureInput, item_type: pa.DataType) -> tuple[list, i
 
     from pinsage_ray.graph.prepare_ray import _remote
 
-    def one(src: FeatureInput, index: int, kind: pa.DataType) -> tuple[pa.Table | None, int]:
-        try:
-            table = src.read(index)
-        except InputError:  # a damaged file: read_whole raises the local engine's message
-            return None, -1
-        return feature_block(table, kind)
-
     src_ref = ray.put(source)
-    outs = [_remote(one).options(num_returns=2).remote(src_ref, i, item_type)
+    outs = [_remote(_read_block).options(num_returns=2).remote(src_ref, i, item_type)
             for i in range(len(source.frags))]
     dims = ray.get([o[1] for o in outs])
     widths = {d for d in dims if d != 0}
     if len(widths) != 1 or -1 in widths:
         return None
     return [o[0] for d, o in zip(dims, outs) if d], widths.pop()
+
+
+def _read_block(source: FeatureInput, index: int,
+                item_type: pa.DataType) -> tuple[pa.Table | None, int]:
+    """:func:`feature_block` of fragment ``index`` (a task of :func:`read_features`)."""
+    try:
+        table = source.read(index)
+    except InputError:  # a damaged file: read_whole raises the local engine's message
+        return None, -1
+    return feature_block(table, item_type)
 
 
 def markers(table: pa.Table, has_times: bool) -> pa.Table:

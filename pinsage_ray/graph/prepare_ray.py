@@ -256,11 +256,11 @@ def prepare_ray(source: str | os.PathLike, graph_dir: str | os.PathLike, *,
     encoded = ray.data.from_arrow_refs([e[0] for e in enc])
     feature_rows, dim = None, 0
     if feats_src is not None:  # checked and converted by tasks, one per fragment
-        read = features.read_features(feats_src, item_type)
-        if read is None:  # a fragment failed a check: the whole table's checks raise below
+        checked = features.read_features(feats_src, item_type)
+        if checked is None:  # a fragment failed a check: the whole table's checks raise below
             feats, feats_origin = features.read_whole(feats_src)
         else:
-            feature_rows, dim = read
+            feature_rows, dim = checked
             encoded = encoded.union(ray.data.from_arrow_refs(
                 [_remote(features.markers).remote(r, has_times) for r in feature_rows]))
     if feats is not None:  # every feature item, as a marker row (gcode -1)
