@@ -69,6 +69,18 @@ class IdRows:
     def __len__(self) -> int:
         return len(self._dict) if self._dict is not None else len(self._order)
 
+    def add(self, ids: np.ndarray) -> None:
+        """Append new, distinct ``ids`` (of the ids' dtype) as the next rows: inserted into
+        the sorted copy (one pass over it), not a re-sort of every id."""
+        first = len(self)
+        if self._dict is not None:
+            self._dict.update({v: first + i for i, v in enumerate(ids.tolist())})
+            return
+        order = np.argsort(ids, kind="stable")
+        at = self._sorted.searchsorted(ids[order])
+        self._sorted = np.insert(self._sorted, at, ids[order])
+        self._order = np.insert(self._order, at, first + order.astype(np.int64))
+
     def __contains__(self, item: Any) -> bool:
         try:
             self.rows([item])
@@ -293,9 +305,10 @@ class Recommender:
             groups = [[] for _ in ids]
         emb = embed_new_items(self.run_dir, features, groups, seed=seed)
         self.index.add_items(emb, np.asarray(ids, dtype=self.ids.dtype))
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=self.ids.dtype)])
+        new = np.asarray(ids, dtype=self.ids.dtype)
+        self.ids = np.concatenate([self.ids, new])
         self.embeddings = np.concatenate([self.embeddings, emb])
-        self._position = IdRows(self.ids)
+        self._position.add(new)
         self._unsaved += len(ids)
         return emb
 

@@ -20,6 +20,11 @@ def test_integer_ids_find_what_a_dict_finds():
         with pytest.raises(KeyError) as err:
             lookup.rows([int(ids[0]), bad])
         assert err.value.args[0] is bad or err.value.args[0] == bad
+    added = np.array([20_000, -7, 0])  # not ids yet (ids are -50 + 3k)
+    lookup.add(added)
+    assert lookup.rows([-7, 20_000, 0, int(ids[0])]).tolist() == [len(ids) + 1, len(ids),
+                                                                  len(ids) + 2, 0]
+    assert lookup.rows(asked).tolist() == [want[int(v)] for v in asked]
     assert IdRows(np.array([], dtype=np.int64)).rows([]).tolist() == []
     with pytest.raises(KeyError):
         IdRows(np.array([], dtype=np.int64)).rows([1])
@@ -29,5 +34,7 @@ def test_string_ids_use_a_dict():
     ids = np.array(["b", "a", "c"], dtype=object)
     lookup = IdRows(ids)
     assert lookup.rows(["c", "b"]).tolist() == [2, 0] and "a" in lookup and "z" not in lookup
+    lookup.add(np.array(["y"], dtype=object))
+    assert lookup.rows(["y"]).tolist() == [3]
     with pytest.raises(KeyError, match="'z'"):
         lookup.rows(["a", "z"])
