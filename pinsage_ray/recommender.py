@@ -136,19 +136,12 @@ class _ActorRows:
 def _partition_actors(path: str, ef: int | None, run_dir: str) -> Any:
     """The partitioned index at ``path`` served by :class:`PartitionActors`, which also hold
     ``run_dir``'s embeddings rows."""
-    import json
-
-    from pinsage_ray import _io
     from pinsage_ray.index import PartitionActors
     from pinsage_ray.index._hnsw_io import PARTITIONED_KIND
+    from pinsage_ray.index.partitioned import saved_kind
 
-    fs, root = _io.resolve(path)
-    try:
-        with fs.open_input_file(_io.join(root, "manifest.json")) as f:
-            kind = json.loads(f.read().decode("utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = PARTITIONED_KIND  # a damaged manifest: PartitionActors.load names the problem
-    if kind != PARTITIONED_KIND:
+    kind = saved_kind(path)  # None (damaged): PartitionActors.load names the problem
+    if kind not in (None, PARTITIONED_KIND):
         raise ValueError(f"partition_actors=True: {path} holds one index, not a partitioned "
                          "one; build it with `pinsage-ray index RUN --partitions P`, or load "
                          "without partition_actors")

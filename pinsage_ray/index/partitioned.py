@@ -37,7 +37,7 @@ from pinsage_ray.index.hnsw import HNSWIndex
 logger = logging.getLogger(__name__)
 
 __all__ = ["PartitionedIndex", "exclusion_ids", "load_index", "merge_top", "partition_bounds",
-           "partition_entries", "partition_top"]
+           "partition_entries", "partition_top", "saved_kind"]
 
 
 def partition_bounds(count: int, partitions: int) -> np.ndarray:
@@ -377,11 +377,20 @@ def load_index(path: str | Path, ef: int | None = None, num_threads: int = 1,
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory; nothing to load")
-    kind = None
-    if (directory / io.MANIFEST_FILE).is_file():
-        try:
-            kind = json.loads((directory / io.MANIFEST_FILE).read_text("utf-8")).get("kind")
-        except (ValueError, AttributeError, OSError):
-            kind = None  # HNSWIndex.load names what is wrong with the file
-    cls = PartitionedIndex if kind == PARTITIONED_KIND else HNSWIndex
+    cls = PartitionedIndex if saved_kind(directory) == PARTITIONED_KIND else HNSWIndex
     return cls.load(directory, ef=ef, num_threads=num_threads, search=search)
+
+
+def saved_kind(path: str | Path) -> str | None:
+    """What a saved index (a directory or a URI) is, from its manifest: ``"partitioned"``
+    (a :class:`PartitionedIndex`), ``"single"`` (one :class:`HNSWIndex`, whose manifest has
+    no ``kind``), or None when the manifest is missing or unreadable (the load then names
+    what is wrong with it)."""
+    from pinsage_ray import _io
+
+    fs, root = _io.resolve(str(path))
+    try:
+        with fs.open_input_file(_io.join(root, io.MANIFEST_FILE)) as f:
+            return json.loads(f.read().decode("utf-8")).get("kind", "single")
+    except (ValueError, AttributeError, OSError):
+        return None
