@@ -12,8 +12,10 @@ measures them at 94M edges).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,22 +25,17 @@ import pytest
 
 from pinsage_ray.graph import prepare
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _memory import rss_anon  # noqa: E402
+
 ROWS = 2_000_000
-
-
-def _rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no RssAnon in /proc/self/status")
 
 
 class _PeakRise:
     """This process's peak ``RssAnon`` above its value at the start, sampled every 5 ms."""
 
     def __enter__(self) -> "_PeakRise":
-        self.start = self.peak = _rss_anon()
+        self.start = self.peak = rss_anon()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -46,20 +43,18 @@ class _PeakRise:
 
     def _run(self) -> None:
         while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_anon())
+            self.peak = max(self.peak, rss_anon())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_anon())
+        self.peak = max(self.peak, rss_anon())
         self.rise = self.peak - self.start
 
 
 @pytest.mark.slow
 def test_driver_memory_is_a_fraction_of_the_local_engines(ray_session, tmp_path):
-    try:
-        _rss_anon()
-    except (OSError, RuntimeError):
+    if rss_anon() is None:
         pytest.skip("needs /proc/self/status with RssAnon (Linux)")
     rng = np.random.default_rng(0)
     items = rng.integers(0, ROWS // 20, ROWS)
